@@ -1,0 +1,162 @@
+//! The subcommands' bodies, with context-rich errors for the user.
+
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use tokio::io::BufReader;
+use tokio_util::sync::CancellationToken;
+
+use super::{Args, Command};
+use crate::client;
+use crate::config::Config;
+use crate::control::{self, BastionStatus, Op, Reply, Request, VERSION};
+use crate::daemon;
+use crate::ec2::Ec2Api;
+use crate::ec2::aws::AwsEc2;
+
+pub(super) async fn run(args: Args) -> anyhow::Result<()> {
+    let cfg = Config::load_default(args.config.as_deref())?;
+    match args.command {
+        Command::Proxy { host, port } => crate::proxy::run(&cfg, &host, port).await,
+        Command::Daemon => run_daemon(cfg).await,
+        Command::Up { bastion } => {
+            let stream = client::connect_or_spawn(&cfg).await?;
+            let ok = ask(stream, Op::Up { bastion }).await?;
+            println!("{ok}");
+            Ok(())
+        }
+        Command::Down { bastion, force } => down(&cfg, bastion, force).await,
+        Command::Status { json } => status(&cfg, json).await,
+    }
+}
+
+async fn run_daemon(cfg: Config) -> anyhow::Result<()> {
+    let path = cfg.socket_path();
+    let (listener, _lock) = daemon::socket::bind(&path)?;
+    let ec2: Arc<dyn Ec2Api> = Arc::new(AwsEc2::from_config(&cfg.aws).await?);
+    let shutdown = CancellationToken::new();
+    let bastions = daemon::spawn_bastions(&cfg, ec2, &shutdown);
+    tracing::info!(socket = %path.display(), config = %cfg.source.display(), pid = std::process::id(), "daemon ready");
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+    let signals = shutdown.clone();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutdown requested");
+        let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
+        signals.cancel();
+    });
+    daemon::serve(cfg, bastions, listener, shutdown).await;
+    let _ = std::fs::remove_file(&path);
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}
+
+/// Sends `op`, relays progress to stderr, returns the `ok` message.
+async fn ask(stream: tokio::net::UnixStream, op: Op) -> anyhow::Result<String> {
+    let mut io = BufReader::new(stream);
+    control::write_line(&mut io, &Request { v: VERSION, op }).await.context("cannot talk to the daemon")?;
+    loop {
+        match control::read_line(&mut io).await.context("the daemon closed the connection")? {
+            Reply::Progress(p) => eprintln!("bastionctl: {p}"),
+            Reply::Ok(ok) => return Ok(ok.message),
+            Reply::Error(e) => {
+                let hint = e.hint.map(|h| format!("\n  hint: {h}")).unwrap_or_default();
+                bail!("{}{hint}", e.message)
+            }
+            Reply::Status(_) => bail!("unexpected status reply"),
+        }
+    }
+}
+
+async fn down(cfg: &Config, bastion: Option<String>, force: bool) -> anyhow::Result<()> {
+    if let Some(stream) = client::try_connect(&cfg.socket_path()).await? {
+        println!("{}", ask(stream, Op::Down { bastion, force }).await?);
+        return Ok(());
+    }
+    // No daemon: nothing is forwarded, so stop it directly.
+    let b = cfg.bastion(bastion.as_deref()).map_err(anyhow::Error::msg)?;
+    let ec2 = AwsEc2::from_config(&cfg.aws).await?;
+    let id = match b.instance_ref() {
+        crate::config::InstanceRef::Id(id) => id,
+        crate::config::InstanceRef::NameTag(t) => ec2.find_by_name_tag(&t).await?,
+    };
+    ec2.stop(&id).await.with_context(|| format!("cannot stop {id}"))?;
+    println!("stopping bastion {} ({id})", b.name());
+    Ok(())
+}
+
+async fn status(cfg: &Config, json: bool) -> anyhow::Result<()> {
+    let list = match client::try_connect(&cfg.socket_path()).await? {
+        Some(stream) => {
+            let mut io = BufReader::new(stream);
+            control::write_line(&mut io, &Request { v: VERSION, op: Op::Status }).await?;
+            match control::read_line(&mut io).await.context("the daemon closed the connection")? {
+                Reply::Status(list) => list,
+                Reply::Error(e) => bail!("{}", e.message),
+                other => bail!("unexpected reply {other:?}"),
+            }
+        }
+        None => {
+            if !json {
+                eprintln!("bastionctl: no daemon is running at {}; showing EC2's view", cfg.socket_path().display());
+            }
+            direct_status(cfg).await?
+        }
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&list)?);
+    } else {
+        print_table(&list);
+    }
+    Ok(())
+}
+
+async fn direct_status(cfg: &Config) -> anyhow::Result<Vec<BastionStatus>> {
+    let ec2 = AwsEc2::from_config(&cfg.aws).await?;
+    let mut out = Vec::new();
+    for b in &cfg.bastions {
+        let mut st = BastionStatus { name: b.name(), ..Default::default() };
+        let id = match b.instance_ref() {
+            crate::config::InstanceRef::Id(id) => Ok(id),
+            crate::config::InstanceRef::NameTag(t) => ec2.find_by_name_tag(&t).await,
+        };
+        st.state = match id {
+            Ok(id) => {
+                st.instance_id = Some(id.clone());
+                match ec2.describe(&id).await {
+                    Ok(info) => info.state.to_string(),
+                    Err(e) => format!("unknown ({e})"),
+                }
+            }
+            Err(e) => format!("unknown ({e})"),
+        };
+        out.push(st);
+    }
+    Ok(out)
+}
+
+fn print_table(list: &[BastionStatus]) {
+    println!("{:<12} {:<21} {:<10} {:<21} {:>8} {:>10}", "BASTION", "INSTANCE", "STATE", "ADDRESS", "CHANNELS", "IDLE STOP");
+    for s in list {
+        let idle = s.idle_stop_in_secs.map(|t| humantime::format_duration(std::time::Duration::from_secs(t)).to_string());
+        println!(
+            "{:<12} {:<21} {:<10} {:<21} {:>8} {:>10}",
+            s.name,
+            s.instance_id.as_deref().unwrap_or("-"),
+            s.state,
+            s.address.as_deref().unwrap_or("-"),
+            s.channels,
+            idle.as_deref().unwrap_or("-"),
+        );
+    }
+}

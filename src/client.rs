@@ -1,0 +1,102 @@
+//! The client end of the control socket: connect (starting a background daemon when none answers) and exchange
+//! request/reply lines. Used by `proxy`, `up`, `down` and `status`.
+
+use std::fs::OpenOptions;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use tokio::net::UnixStream;
+use tokio::time::Instant;
+
+use crate::config::Config;
+use crate::daemon::socket;
+
+/// Bound on one connect to the control socket.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a freshly spawned daemon may take to accept on its socket.
+pub const SPAWN_TIMEOUT: Duration = Duration::from_secs(15);
+/// Interval between connect attempts while the spawned daemon comes up.
+const SPAWN_POLL: Duration = Duration::from_millis(25);
+
+/// Connects to the daemon at `path`. `Ok(None)` means no daemon is listening (no socket file, or nobody accepts).
+pub async fn try_connect(path: &Path) -> anyhow::Result<Option<UnixStream>> {
+    match tokio::time::timeout(CONNECT_TIMEOUT, UnixStream::connect(path)).await {
+        Ok(Ok(s)) => Ok(Some(s)),
+        Ok(Err(e)) if matches!(e.kind(), io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused) => Ok(None),
+        Ok(Err(e)) => Err(e).with_context(|| format!("cannot connect to the daemon's socket {}", path.display())),
+        Err(_) => bail!("the daemon at {} did not accept within {:?}; is it stuck? check its log", path.display(), CONNECT_TIMEOUT),
+    }
+}
+
+/// Connects to the daemon for `cfg`, starting `bastionctl daemon` in the background first if none runs. Concurrent
+/// callers serialise on a lock file, so racing proxies start one daemon.
+pub async fn connect_or_spawn(cfg: &Config) -> anyhow::Result<UnixStream> {
+    let path = cfg.socket_path();
+    if let Some(s) = try_connect(&path).await? {
+        return Ok(s);
+    }
+    socket::prepare_dir(&path)?;
+    let lock_file = spawn_lock_path(&path);
+    let lock = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_file)
+        .with_context(|| format!("cannot open {}", lock_file.display()))?;
+    let lock = tokio::task::spawn_blocking(move || lock.lock().map(|()| lock))
+        .await?
+        .with_context(|| format!("cannot lock {}", lock_file.display()))?;
+    // Someone else may have started it while we waited for the lock.
+    if let Some(s) = try_connect(&path).await? {
+        return Ok(s);
+    }
+    let log = cfg.log_file();
+    let mut child = spawn_daemon(cfg, &log)?;
+    let deadline = Instant::now() + SPAWN_TIMEOUT;
+    let stream = loop {
+        if let Some(s) = try_connect(&path).await? {
+            break s;
+        }
+        if let Some(status) = child.try_wait()? {
+            bail!("the background daemon exited ({status}) before it was ready; see {}", log.display());
+        }
+        if Instant::now() > deadline {
+            bail!("the background daemon did not open {} within {:?}; see {}", path.display(), SPAWN_TIMEOUT, log.display());
+        }
+        tokio::time::sleep(SPAWN_POLL).await;
+    };
+    drop(lock);
+    Ok(stream)
+}
+
+fn spawn_lock_path(socket: &Path) -> PathBuf {
+    let mut s = socket.as_os_str().to_owned();
+    s.push(".spawn");
+    PathBuf::from(s)
+}
+
+/// Starts `<this exe> --config <file> daemon` detached (own process group, stdin closed, output to `log`).
+fn spawn_daemon(cfg: &Config, log: &Path) -> anyhow::Result<std::process::Child> {
+    use std::os::unix::process::CommandExt;
+    if let Some(dir) = log.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    let out = OpenOptions::new().create(true).append(true).open(log).with_context(|| format!("cannot open {}", log.display()))?;
+    let exe = std::env::current_exe().context("cannot find the bastionctl executable")?;
+    let config = std::path::absolute(&cfg.source).unwrap_or_else(|_| cfg.source.clone());
+    let child = std::process::Command::new(exe)
+        .arg("--config")
+        .arg(config)
+        .arg("daemon")
+        .stdin(Stdio::null())
+        .stdout(out.try_clone()?)
+        .stderr(out)
+        .process_group(0)
+        .spawn()
+        .context("cannot start the background daemon")?;
+    tracing::info!(pid = child.id(), log = %log.display(), "started a background daemon");
+    Ok(child)
+}

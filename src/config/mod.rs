@@ -1,0 +1,496 @@
+//! The user's configuration: the TOML schema, its defaults, validation, and where the file is found.
+//!
+//! Search order for the file: `--config PATH`, then `$BASTIONCTL_CONFIG` (both handled by clap in the CLI), then
+//! `$XDG_CONFIG_HOME/bastionctl/config.toml` (`~/.config/bastionctl/config.toml`). Every error names the file, and
+//! where the TOML parser can say so, the line, column and key.
+
+use std::fmt;
+use std::net::IpAddr;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ipnet::IpNet;
+use serde::Deserialize;
+use toml::Spanned;
+use toml::de::{DeTable, DeValue};
+
+use crate::paths;
+
+/// Default `idle_timeout`: how long the bastion may sit with no open channel before it is stopped.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(15 * 60);
+/// Default `start_timeout`: the bound on "stopped" to "sshd answers", measured real EC2 start-to-SSH is about 21 s.
+pub const DEFAULT_START_TIMEOUT: Duration = Duration::from_secs(5 * 60);
+/// Default SSH port of the bastion.
+pub const DEFAULT_SSH_PORT: u16 = 22;
+
+/// A configuration error: which file, and what is wrong with it.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// No file at the path given or searched.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The path that was tried.
+        path: PathBuf,
+        /// The I/O error from the read.
+        source: std::io::Error,
+    },
+    /// No path given, and no file at the default location.
+    #[error(
+        "no config file: pass --config PATH, set BASTIONCTL_CONFIG, or create {default} (see config/bastionctl.example.toml)"
+    )]
+    NotFound {
+        /// The default path that was searched.
+        default: PathBuf,
+    },
+    /// The TOML is malformed or a value has the wrong type; the message carries line, column and key.
+    #[error("invalid config file {path}:\n{message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message, with line, column and a snippet.
+        message: String,
+    },
+    /// The TOML is well-formed but a value is not allowed.
+    #[error("invalid config file {path}, line {line}, key `{key}`: {message}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line number of the offending value.
+        line: usize,
+        /// Dotted key path, e.g. `bastion[0].instance_id`.
+        key: String,
+        /// What is wrong and what to write instead.
+        message: String,
+    },
+}
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// AWS account access.
+    #[serde(default)]
+    pub aws: AwsConfig,
+    /// Local daemon settings.
+    #[serde(default)]
+    pub daemon: DaemonConfig,
+    /// The bastions, each with the targets it may reach. The first whose targets allow a connection serves it.
+    #[serde(rename = "bastion", default)]
+    pub bastions: Vec<BastionConfig>,
+    /// The file this was loaded from (not a TOML key).
+    #[serde(skip)]
+    pub source: PathBuf,
+}
+
+/// `[aws]`: how to reach the EC2 API. Credentials always come from aws-config's default chain (environment, profile
+/// files, SSO, IMDS); nothing secret belongs in this file.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AwsConfig {
+    /// Named profile from `~/.aws/config`; unset means `$AWS_PROFILE` or `default`.
+    pub profile: Option<String>,
+    /// Region, e.g. `eu-west-1`; unset means the profile's or `$AWS_REGION`.
+    pub region: Option<String>,
+    /// Override of the EC2 endpoint (for a VPC endpoint or a local emulator), e.g. `http://127.0.0.1:5000`.
+    pub endpoint_url: Option<String>,
+}
+
+/// `[daemon]`: where the control socket and the log of an auto-started daemon live.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DaemonConfig {
+    /// Control socket path; default `$XDG_RUNTIME_DIR/bastionctl/control.sock`.
+    pub socket: Option<PathBuf>,
+    /// Log file of a daemon that `bastionctl proxy` starts in the background; default
+    /// `$XDG_STATE_HOME/bastionctl/daemon.log`.
+    pub log_file: Option<PathBuf>,
+}
+
+/// One `[[bastion]]` table.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BastionConfig {
+    /// Short name used by `up`/`down`/`status`; default: the instance id or the Name tag.
+    pub name: Option<String>,
+    /// EC2 instance id, e.g. `i-0123456789abcdef0`. Exactly one of `instance_id` and `name_tag` is required.
+    pub instance_id: Option<Spanned<String>>,
+    /// Value of the instance's `Name` tag, looked up with DescribeInstances.
+    pub name_tag: Option<Spanned<String>>,
+    /// SSH user on the bastion, e.g. `ec2-user` (Amazon Linux) or `ubuntu`.
+    #[serde(default = "default_user")]
+    pub user: String,
+    /// SSH port of the bastion.
+    #[serde(default = "default_port")]
+    pub port: u16,
+    /// Private key files to offer, in order (`~` is expanded). Encrypted keys must be loaded into ssh-agent.
+    #[serde(default)]
+    pub identity_files: Vec<PathBuf>,
+    /// Also offer the keys of the ssh-agent at `$SSH_AUTH_SOCK`.
+    #[serde(default = "default_true")]
+    pub agent: bool,
+    /// Offer only agent keys whose public half matches one of `identity_files` (OpenSSH's IdentitiesOnly).
+    #[serde(default)]
+    pub identities_only: bool,
+    /// known_hosts file holding the bastion's host key, under its instance id (like OpenSSH's HostKeyAlias) or its
+    /// address (`[addr]:port` when the port is not 22). Default `~/.ssh/known_hosts`.
+    pub known_hosts: Option<PathBuf>,
+    /// Stop the bastion after no channel has been open for this long, e.g. `"15m"`.
+    #[serde(default = "default_idle", with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// Give up when the bastion is not answering SSH this long after the demand, e.g. `"5m"`.
+    #[serde(default = "default_start", with = "humantime_serde")]
+    pub start_timeout: Duration,
+    /// Connect to this address instead of the Elastic IP / public IP that EC2 reports.
+    pub address: Option<IpAddr>,
+    /// Where it may forward to: CIDR blocks (`10.0.16.0/20`) and host-name patterns with `*` and `?`
+    /// (`*.internal`). Empty means nothing is allowed.
+    #[serde(default)]
+    pub targets: Vec<Spanned<String>>,
+    /// Target ports that are allowed.
+    #[serde(default = "default_ports")]
+    pub target_ports: Vec<u16>,
+}
+
+fn default_user() -> String {
+    "ec2-user".into()
+}
+fn default_port() -> u16 {
+    DEFAULT_SSH_PORT
+}
+fn default_true() -> bool {
+    true
+}
+fn default_idle() -> Duration {
+    DEFAULT_IDLE_TIMEOUT
+}
+fn default_start() -> Duration {
+    DEFAULT_START_TIMEOUT
+}
+fn default_ports() -> Vec<u16> {
+    vec![22]
+}
+
+/// How a bastion's instance is identified in EC2.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InstanceRef {
+    /// A literal instance id.
+    Id(String),
+    /// The value of the `Name` tag.
+    NameTag(String),
+}
+
+impl fmt::Display for InstanceRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            InstanceRef::Id(id) => f.write_str(id),
+            InstanceRef::NameTag(n) => write!(f, "Name={n}"),
+        }
+    }
+}
+
+/// One rule of a bastion's allowed target set.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TargetRule {
+    /// An address block; matches IP-literal targets inside it.
+    Cidr(IpNet),
+    /// A host-name pattern with `*` and `?`; matches host-name targets (case-insensitive).
+    Pattern(String),
+}
+
+impl fmt::Display for TargetRule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TargetRule::Cidr(n) => write!(f, "{n}"),
+            TargetRule::Pattern(p) => f.write_str(p),
+        }
+    }
+}
+
+impl Config {
+    /// Reads and validates the file at `path`.
+    ///
+    /// Errors: [`ConfigError::Read`] when the file cannot be read, [`ConfigError::Parse`] / [`ConfigError::Invalid`]
+    /// naming file, line and key.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
+        Config::from_str(&text, path)
+    }
+
+    /// Loads `explicit` if given, else the default path (`$XDG_CONFIG_HOME/bastionctl/config.toml`).
+    pub fn load_default(explicit: Option<&Path>) -> Result<Config, ConfigError> {
+        if let Some(p) = explicit {
+            return Config::load(p);
+        }
+        let default = paths::default_config_path();
+        if !default.exists() {
+            return Err(ConfigError::NotFound { default });
+        }
+        Config::load(&default)
+    }
+
+    /// Parses and validates TOML `text`; `path` is used in errors and to resolve nothing else.
+    pub fn from_str(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let mut cfg: Config = toml::from_str(text)
+            .map_err(|e| ConfigError::Parse { path: path.into(), message: parse_message(text, &e) })?;
+        cfg.source = path.to_path_buf();
+        cfg.validate(text)?;
+        Ok(cfg)
+    }
+
+    fn validate(&self, text: &str) -> Result<(), ConfigError> {
+        let invalid = |span: std::ops::Range<usize>, key: String, message: String| ConfigError::Invalid {
+            path: self.source.clone(),
+            line: line_of(text, span.start),
+            key,
+            message,
+        };
+        // For values that carry no span of their own: the line of the key (or of the `[[bastion]]` header).
+        let invalid_at = |key: String, message: String| ConfigError::Invalid {
+            path: self.source.clone(),
+            line: key_span(text, &key).map_or(1, |s| line_of(text, s.start)),
+            key,
+            message,
+        };
+        if self.bastions.is_empty() {
+            return Err(ConfigError::Invalid {
+                path: self.source.clone(),
+                line: 1,
+                key: "bastion".into(),
+                message: "no [[bastion]] table: add one with instance_id or name_tag (see config/bastionctl.example.toml)"
+                    .into(),
+            });
+        }
+        let mut names = std::collections::HashMap::new();
+        for (i, b) in self.bastions.iter().enumerate() {
+            match (&b.instance_id, &b.name_tag) {
+                (Some(a), Some(_)) => {
+                    return Err(invalid(a.span(), format!("bastion[{i}].instance_id"),
+                        "set either instance_id or name_tag, not both".into()));
+                }
+                (None, None) => {
+                    return Err(invalid_at(
+                        format!("bastion[{i}]"),
+                        "set instance_id = \"i-...\" or name_tag = \"...\" to say which EC2 instance is the bastion"
+                            .into(),
+                    ));
+                }
+                (Some(id), None) if !valid_instance_id(id.get_ref()) => {
+                    return Err(invalid(id.span(), format!("bastion[{i}].instance_id"),
+                        format!("`{}` is not an EC2 instance id (expected i- followed by 8 or 17 hex digits)", id.get_ref())));
+                }
+                _ => {}
+            }
+            if let Some(first) = names.insert(b.name(), i) {
+                let message = format!(
+                    "bastion[{i}] has the same name `{}` as bastion[{first}]: give each a distinct `name = \"...\"`",
+                    b.name()
+                );
+                // Point at whatever produced the name: `name`, else `instance_id` / `name_tag`.
+                return Err(match (&b.name, &b.instance_id, &b.name_tag) {
+                    (Some(_), _, _) => invalid_at(format!("bastion[{i}].name"), message),
+                    (None, Some(id), _) => invalid(id.span(), format!("bastion[{i}].instance_id"), message),
+                    (None, None, Some(tag)) => invalid(tag.span(), format!("bastion[{i}].name_tag"), message),
+                    (None, None, None) => invalid_at(format!("bastion[{i}]"), message),
+                });
+            }
+            for (key, value) in [("idle_timeout", b.idle_timeout), ("start_timeout", b.start_timeout)] {
+                if value.is_zero() {
+                    return Err(invalid_at(
+                        format!("bastion[{i}].{key}"),
+                        format!("{key} must be longer than zero, e.g. \"15m\" or \"90s\""),
+                    ));
+                }
+            }
+            for (j, t) in b.targets.iter().enumerate() {
+                if let Err(msg) = parse_target(t.get_ref()) {
+                    return Err(invalid(t.span(), format!("bastion[{i}].targets[{j}]"), msg));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Finds a bastion by its [`BastionConfig::name`]; `None` picks the first. Errors list the known names.
+    pub fn bastion(&self, name: Option<&str>) -> Result<&BastionConfig, String> {
+        match name {
+            None => Ok(&self.bastions[0]),
+            Some(n) => self.bastions.iter().find(|b| b.name() == n).ok_or_else(|| {
+                let known: Vec<String> = self.bastions.iter().map(|b| b.name()).collect();
+                format!("no bastion named `{n}` in {}; known: {}", self.source.display(), known.join(", "))
+            }),
+        }
+    }
+
+    /// The control socket path: `[daemon] socket`, else the per-user default (see [`paths::default_socket_path`]).
+    pub fn socket_path(&self) -> PathBuf {
+        self.daemon.socket.as_deref().map(expand_tilde).unwrap_or_else(paths::default_socket_path)
+    }
+
+    /// The log file of an auto-started daemon: `[daemon] log_file`, else `$XDG_STATE_HOME/bastionctl/daemon.log`.
+    pub fn log_file(&self) -> PathBuf {
+        self.daemon.log_file.as_deref().map(expand_tilde).unwrap_or_else(paths::default_log_path)
+    }
+}
+
+impl BastionConfig {
+    /// The bastion's display name: `name`, else the instance id, else the Name tag.
+    pub fn name(&self) -> String {
+        if let Some(n) = &self.name {
+            return n.clone();
+        }
+        match self.instance_ref() {
+            InstanceRef::Id(id) | InstanceRef::NameTag(id) => id,
+        }
+    }
+
+    /// Which instance this is (validated: exactly one of `instance_id`, `name_tag` is set).
+    pub fn instance_ref(&self) -> InstanceRef {
+        match (&self.instance_id, &self.name_tag) {
+            (Some(id), _) => InstanceRef::Id(id.get_ref().clone()),
+            (None, Some(tag)) => InstanceRef::NameTag(tag.get_ref().clone()),
+            (None, None) => unreachable!("validated in Config::validate"),
+        }
+    }
+
+    /// The identity files with `~` expanded.
+    pub fn identity_files(&self) -> Vec<PathBuf> {
+        self.identity_files.iter().map(|p| expand_tilde(p)).collect()
+    }
+
+    /// The known_hosts file with `~` expanded; default `~/.ssh/known_hosts`.
+    pub fn known_hosts(&self) -> PathBuf {
+        self.known_hosts.as_deref().map(expand_tilde).unwrap_or_else(|| paths::home().join(".ssh/known_hosts"))
+    }
+
+    /// The parsed target rules (validated at load time).
+    pub fn target_rules(&self) -> Vec<TargetRule> {
+        self.targets.iter().filter_map(|t| parse_target(t.get_ref()).ok()).collect()
+    }
+}
+
+/// Parses one `targets` entry: a CIDR block (or a bare IP, taken as /32 or /128) or a host-name pattern.
+pub fn parse_target(s: &str) -> Result<TargetRule, String> {
+    if let Ok(net) = s.parse::<IpNet>() {
+        return Ok(TargetRule::Cidr(net.trunc()));
+    }
+    if let Ok(ip) = s.parse::<IpAddr>() {
+        return Ok(TargetRule::Cidr(IpNet::from(ip)));
+    }
+    if s.contains('/') || s.chars().all(|c| c.is_ascii_digit() || c == '.') {
+        return Err(format!("`{s}` is not a valid CIDR block (expected e.g. 10.0.16.0/20)"));
+    }
+    let ok = !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '*' | '?' | '_'));
+    if !ok {
+        return Err(format!("`{s}` is neither a CIDR block nor a host-name pattern (letters, digits, - . * ?)"));
+    }
+    Ok(TargetRule::Pattern(s.to_ascii_lowercase()))
+}
+
+fn valid_instance_id(id: &str) -> bool {
+    id.strip_prefix("i-")
+        .is_some_and(|hex| matches!(hex.len(), 8 | 17) && hex.chars().all(|c| c.is_ascii_hexdigit()))
+}
+
+/// Replaces a leading `~/` with the home directory.
+pub fn expand_tilde(p: &Path) -> PathBuf {
+    match p.strip_prefix("~") {
+        Ok(rest) => paths::home().join(rest),
+        Err(_) => p.to_path_buf(),
+    }
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())].bytes().filter(|&b| b == b'\n').count() + 1
+}
+
+/// A TOML parser/deserializer error with the dotted key path it concerns added to its first line
+/// (`TOML parse error at line 3, column 16, key `bastion[0].idle_timeout``), so that a wrong value, not only an
+/// unknown key, names its key.
+fn parse_message(text: &str, e: &toml::de::Error) -> String {
+    let msg = e.to_string();
+    let Some(key) = e.span().and_then(|s| key_at(text, s.start)) else { return msg };
+    match msg.split_once('\n') {
+        Some((first, rest)) if first.starts_with("TOML parse error at line") => format!("{first}, key `{key}`\n{rest}"),
+        _ => format!("{}\nin key `{key}`", msg.trim_end()),
+    }
+}
+
+/// Visitor of [`walk_keys`]: `(dotted path, span of the key or array element, the value)`; true stops the walk.
+type KeyVisitor<'a> = dyn FnMut(&str, Range<usize>, &Spanned<DeValue<'_>>) -> bool + 'a;
+
+/// Calls `f(path, span, value)` for every key and array element of the document, depth first, with `path` in the
+/// form used by [`ConfigError::Invalid`] (`bastion[0].targets[1]`) and `span` the key's (or the element's) position.
+/// Stops when `f` returns true. A document that is not valid TOML is not walked.
+fn walk_keys(text: &str, f: &mut KeyVisitor<'_>) -> bool {
+    fn table(t: &DeTable<'_>, path: &mut String, f: &mut KeyVisitor<'_>) -> bool {
+        for (k, v) in t.iter() {
+            let len = path.len();
+            if !path.is_empty() {
+                path.push('.');
+            }
+            path.push_str(k.get_ref());
+            if f(path, k.span(), v) || value(v, path, f) {
+                return true;
+            }
+            path.truncate(len);
+        }
+        false
+    }
+    fn value(v: &Spanned<DeValue<'_>>, path: &mut String, f: &mut KeyVisitor<'_>) -> bool {
+        match v.get_ref() {
+            DeValue::Table(t) => table(t, path, f),
+            DeValue::Array(a) => a.iter().enumerate().any(|(j, e)| {
+                let len = path.len();
+                path.push_str(&format!("[{j}]"));
+                // Inner keys first: an inline table's span covers them all.
+                let found = value(e, path, f) || f(path, e.span(), e);
+                path.truncate(len);
+                found
+            }),
+            _ => false,
+        }
+    }
+    match DeTable::parse(text) {
+        Ok(doc) => table(doc.get_ref(), &mut String::new(), f),
+        Err(_) => false,
+    }
+}
+
+/// The dotted key path whose key or scalar value covers byte `offset` (where the deserializer reported an error).
+fn key_at(text: &str, offset: usize) -> Option<String> {
+    let mut found = None;
+    walk_keys(text, &mut |path, key_span, v| {
+        let scalar = !matches!(v.get_ref(), DeValue::Table(_) | DeValue::Array(_));
+        let hit = key_span.contains(&offset) || (scalar && v.span().contains(&offset));
+        if hit {
+            found = Some(path.to_string());
+        }
+        hit
+    });
+    // An error on a whole array or inline table (e.g. `identity_files = { a = 1 }`) names the key holding it.
+    if found.is_none() {
+        walk_keys(text, &mut |path, _, v| {
+            if v.span().contains(&offset) {
+                found = Some(path.to_string());
+            }
+            false
+        });
+    }
+    found
+}
+
+/// Where the key at dotted path `key` (e.g. `bastion[1].name`, or `bastion[1]` for its `[[bastion]]` header) is.
+fn key_span(text: &str, key: &str) -> Option<Range<usize>> {
+    let mut found = None;
+    walk_keys(text, &mut |path, span, _| {
+        if path == key {
+            found = Some(span);
+        }
+        found.is_some()
+    });
+    found
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,120 @@
+//! The control socket's file-system side: a 0700 directory owned by the user, a single-daemon lock, a 0600 socket.
+
+use std::fs::{DirBuilder, File, OpenOptions, Permissions};
+use std::io;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use tokio::net::UnixListener;
+
+/// Errors preparing the socket.
+#[derive(Debug, thiserror::Error)]
+pub enum SocketError {
+    /// The directory exists but is not private to this user.
+    #[error("{dir} is owned by uid {owner} with mode {mode:o}; it must be owned by you (uid {me}) and not accessible to others")]
+    Unsafe {
+        /// The directory.
+        dir: PathBuf,
+        /// Its owner.
+        owner: u32,
+        /// Its permission bits.
+        mode: u32,
+        /// This process's uid.
+        me: u32,
+    },
+    /// Another daemon holds the lock.
+    #[error("another bastionctl daemon is already running for {socket} (lock {lock} is held)")]
+    AlreadyRunning {
+        /// The socket path.
+        socket: PathBuf,
+        /// The lock file.
+        lock: PathBuf,
+    },
+    /// File-system error.
+    #[error("{what} {path}: {source}")]
+    Io {
+        /// What was being done.
+        what: &'static str,
+        /// The path.
+        path: PathBuf,
+        /// The error.
+        source: io::Error,
+    },
+}
+
+fn io_err<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> SocketError + 'a {
+    move |source| SocketError::Io { what, path: path.into(), source }
+}
+
+/// Creates the socket's directory with mode 0700 if missing, and checks an existing one is owned by this user and not
+/// group/world accessible.
+pub fn prepare_dir(socket: &Path) -> Result<PathBuf, SocketError> {
+    let dir = socket.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")).to_path_buf();
+    DirBuilder::new().recursive(true).mode(0o700).create(&dir).map_err(io_err("cannot create", &dir))?;
+    let meta = std::fs::metadata(&dir).map_err(io_err("cannot stat", &dir))?;
+    let me = nix::unistd::getuid().as_raw();
+    let mode = meta.mode() & 0o777;
+    if meta.uid() != me || mode & 0o077 != 0 {
+        return Err(SocketError::Unsafe { dir, owner: meta.uid(), mode, me });
+    }
+    Ok(dir)
+}
+
+/// The lock file next to the socket (`control.sock.lock`).
+pub fn lock_path(socket: &Path) -> PathBuf {
+    let mut s = socket.as_os_str().to_owned();
+    s.push(".lock");
+    PathBuf::from(s)
+}
+
+/// Takes the single-daemon lock (held until the returned file is dropped, i.e. for the daemon's life).
+pub fn lock_daemon(socket: &Path) -> Result<File, SocketError> {
+    let lock = lock_path(socket);
+    let f = OpenOptions::new().create(true).truncate(false).write(true).open(&lock).map_err(io_err("cannot open", &lock))?;
+    match f.try_lock() {
+        Ok(()) => Ok(f),
+        Err(std::fs::TryLockError::WouldBlock) => Err(SocketError::AlreadyRunning { socket: socket.into(), lock }),
+        Err(std::fs::TryLockError::Error(e)) => Err(SocketError::Io { what: "cannot lock", path: lock, source: e }),
+    }
+}
+
+/// Prepares the directory, takes the lock, removes a stale socket file and binds a 0600 listener.
+/// Returns the listener and the lock guard.
+pub fn bind(socket: &Path) -> Result<(UnixListener, File), SocketError> {
+    prepare_dir(socket)?;
+    let lock = lock_daemon(socket)?;
+    match std::fs::remove_file(socket) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(SocketError::Io { what: "cannot remove stale socket", path: socket.into(), source: e }),
+    }
+    let listener = UnixListener::bind(socket).map_err(io_err("cannot bind", socket))?;
+    std::fs::set_permissions(socket, Permissions::from_mode(0o600)).map_err(io_err("cannot chmod", socket))?;
+    Ok((listener, lock))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn socket_is_0600_in_a_0700_dir_and_a_second_daemon_is_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let sock = tmp.path().join("run/bastionctl/control.sock");
+        let (_l, _lock) = bind(&sock).unwrap();
+        let dir_mode = std::fs::metadata(sock.parent().unwrap()).unwrap().mode() & 0o777;
+        let sock_mode = std::fs::metadata(&sock).unwrap().mode() & 0o777;
+        assert_eq!((dir_mode, sock_mode), (0o700, 0o600));
+        assert!(matches!(bind(&sock), Err(SocketError::AlreadyRunning { .. })));
+    }
+
+    #[test]
+    fn a_world_writable_dir_is_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("open");
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::set_permissions(&dir, Permissions::from_mode(0o777)).unwrap();
+        let err = prepare_dir(&dir.join("control.sock")).unwrap_err();
+        assert!(matches!(err, SocketError::Unsafe { mode: 0o777, .. }), "{err}");
+    }
+}

@@ -1,0 +1,76 @@
+//! The AWS side: what bastionctl needs from EC2, behind the small [`Ec2Api`] trait so the lifecycle logic can be
+//! tested against a fake. [`aws::AwsEc2`] is the real implementation over aws-sdk-ec2.
+
+use std::net::IpAddr;
+
+pub mod aws;
+pub mod error;
+
+pub use error::Ec2Error;
+
+/// An EC2 instance state, as DescribeInstances reports it (`State.Name`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum InstanceState {
+    /// Starting; not yet running.
+    Pending,
+    /// Running (sshd may still be booting).
+    Running,
+    /// Stop requested; not yet stopped.
+    Stopping,
+    /// Stopped: no charge for compute, can be started.
+    Stopped,
+    /// Being terminated: can never be started again.
+    ShuttingDown,
+    /// Terminated: can never be started again.
+    Terminated,
+}
+
+impl InstanceState {
+    /// The EC2 API name: `pending`, `running`, `stopping`, `stopped`, `shutting-down`, `terminated`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InstanceState::Pending => "pending",
+            InstanceState::Running => "running",
+            InstanceState::Stopping => "stopping",
+            InstanceState::Stopped => "stopped",
+            InstanceState::ShuttingDown => "shutting-down",
+            InstanceState::Terminated => "terminated",
+        }
+    }
+}
+
+impl std::fmt::Display for InstanceState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What DescribeInstances says about one instance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstanceInfo {
+    /// The instance id, e.g. `i-0123456789abcdef0`.
+    pub instance_id: String,
+    /// Current state.
+    pub state: InstanceState,
+    /// `PublicIpAddress`, if any (the fallback when no Elastic IP is associated).
+    pub public_ip: Option<IpAddr>,
+    /// `VpcId`, if any (for the default target policy).
+    pub vpc_id: Option<String>,
+}
+
+/// The EC2 operations bastionctl uses. Every call is bounded by a timeout inside the implementation; errors keep the
+/// AWS error code and carry a hint (see [`Ec2Error`]).
+#[async_trait::async_trait]
+pub trait Ec2Api: Send + Sync + 'static {
+    /// DescribeInstances for one id. Errors: [`Ec2Error::NotFound`] if EC2 does not know it.
+    async fn describe(&self, instance_id: &str) -> Result<InstanceInfo, Ec2Error>;
+    /// DescribeInstances filtered by `tag:Name` (ignoring terminated instances): the id of the one match.
+    /// Errors: [`Ec2Error::NotFound`] for none, [`Ec2Error::Ambiguous`] for several.
+    async fn find_by_name_tag(&self, name: &str) -> Result<String, Ec2Error>;
+    /// DescribeAddresses filtered by `instance-id`: the Elastic IP associated with the instance, if any.
+    async fn elastic_ip(&self, instance_id: &str) -> Result<Option<IpAddr>, Ec2Error>;
+    /// StartInstances for one id.
+    async fn start(&self, instance_id: &str) -> Result<(), Ec2Error>;
+    /// StopInstances for one id.
+    async fn stop(&self, instance_id: &str) -> Result<(), Ec2Error>;
+}

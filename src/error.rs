@@ -1,0 +1,133 @@
+//! The daemon's error type: everything a connect, `up` or `down` can fail with, each with a kind and a hint that
+//! says what to do. Sent to clients as [`crate::control::ErrorReply`].
+
+use std::time::Duration;
+
+use crate::control::ErrorReply;
+use crate::ec2::Ec2Error;
+use crate::ssh::SshError;
+
+/// A failure of a daemon operation.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// An EC2 API call failed (permission, credentials, not found, network).
+    #[error(transparent)]
+    Ec2(#[from] Ec2Error),
+    /// The SSH side failed (sshd never answered, host key, auth, channel refused).
+    #[error(transparent)]
+    Ssh(#[from] SshError),
+    /// The bastion did not become ready within `start_timeout`.
+    #[error("bastion {bastion} ({instance_id}) was not ready after {}: it was stuck in state `{state}`", humantime::format_duration(*after))]
+    StartTimeout {
+        /// Bastion name.
+        bastion: String,
+        /// Instance id.
+        instance_id: String,
+        /// What it was waiting in: an EC2 state, or `running, sshd not answering`.
+        state: String,
+        /// The `start_timeout` that ran out.
+        after: Duration,
+    },
+    /// The instance is terminated or being terminated: it can never start again.
+    #[error("bastion {bastion} ({instance_id}) is {state} and can never be started again")]
+    Terminated {
+        /// Bastion name.
+        bastion: String,
+        /// Instance id.
+        instance_id: String,
+        /// `shutting-down` or `terminated`.
+        state: String,
+    },
+    /// The instance is running but EC2 reports no Elastic IP and no public IP for it.
+    #[error("bastion {bastion} ({instance_id}) is running but has no Elastic IP or public IP")]
+    NoAddress {
+        /// Bastion name.
+        bastion: String,
+        /// Instance id.
+        instance_id: String,
+    },
+    /// No configured bastion allows this target.
+    #[error("target {host}:{port} is not allowed by {config}: {detail}")]
+    NotAllowed {
+        /// The requested host.
+        host: String,
+        /// The requested port.
+        port: u16,
+        /// The config file whose rules were checked.
+        config: String,
+        /// Which rules were checked.
+        detail: String,
+    },
+    /// `down` without `--force` while channels are open.
+    #[error("bastion {bastion} has {count} open channel(s)")]
+    ChannelsOpen {
+        /// Bastion name.
+        bastion: String,
+        /// Open channels.
+        count: usize,
+    },
+    /// No bastion of that name.
+    #[error("{0}")]
+    UnknownBastion(String),
+    /// The daemon is shutting down, or `down` interrupted the start this request waited for.
+    #[error("{0}")]
+    Aborted(String),
+}
+
+impl Error {
+    /// Machine-readable class for [`ErrorReply::kind`].
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Error::Ec2(e) => e.kind(),
+            Error::Ssh(e) => e.kind(),
+            Error::StartTimeout { .. } => "timeout",
+            Error::Terminated { .. } => "terminated",
+            Error::NoAddress { .. } => "no_address",
+            Error::NotAllowed { .. } => "not_allowed",
+            Error::ChannelsOpen { .. } => "busy",
+            Error::UnknownBastion(_) => "bad_request",
+            Error::Aborted(_) => "aborted",
+        }
+    }
+
+    /// What the user should do, if anything can be said.
+    pub fn hint(&self) -> Option<String> {
+        match self {
+            Error::Ec2(e) => e.hint(),
+            Error::Ssh(e) => e.hint(),
+            Error::StartTimeout { instance_id, .. } => Some(format!(
+                "check the instance in the EC2 console (`aws ec2 describe-instances --instance-ids {instance_id}`) \
+                 and its security group allows SSH from here; raise start_timeout if it is just slow"
+            )),
+            Error::Terminated { .. } => {
+                Some("point instance_id (or name_tag) in the config at the new bastion".into())
+            }
+            Error::NoAddress { .. } => Some(
+                "associate an Elastic IP with the bastion (`aws ec2 associate-address`), or set `address` in the config"
+                    .into(),
+            ),
+            Error::NotAllowed { .. } => {
+                Some("add the target's CIDR block or host-name pattern to `targets` (and its port to `target_ports`)".into())
+            }
+            Error::ChannelsOpen { .. } => Some("close those SSH sessions, or run `bastionctl down --force`".into()),
+            Error::UnknownBastion(_) | Error::Aborted(_) => None,
+        }
+    }
+
+    /// The wire form for clients.
+    pub fn to_reply(&self) -> ErrorReply {
+        ErrorReply { kind: self.kind().into(), message: self.to_string(), hint: self.hint() }
+    }
+}
+
+impl From<Error> for ErrorReply {
+    fn from(e: Error) -> Self {
+        e.to_reply()
+    }
+}
+
+impl From<std::sync::Arc<Error>> for ErrorReply {
+    fn from(e: std::sync::Arc<Error>) -> Self {
+        e.to_reply()
+    }
+}

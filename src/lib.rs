@@ -1,0 +1,24 @@
+//! bastionctl: make a private AWS network reachable over SSH without keeping a bastion running.
+//!
+//! A local daemon starts the stopped bastion EC2 instance on demand, forwards each SSH connection through one shared
+//! russh session to it as a `direct-tcpip` channel, and stops the instance again when no channel has been open for the
+//! configured idle time. The user's own `ssh` authenticates end to end to the private host; no key ever lands on the
+//! bastion.
+#![warn(missing_docs)]
+#![forbid(unsafe_code)]
+
+pub mod cli;
+pub mod client;
+pub mod config;
+pub mod control;
+pub mod daemon;
+pub mod ec2;
+pub mod error;
+pub mod paths;
+pub mod policy;
+pub mod proxy;
+pub mod ssh;
+pub mod tunnel;
+pub mod lifecycle;
+#[cfg(feature = "lab")]
+pub mod lab;

@@ -1,0 +1,317 @@
+//! The task that owns one bastion's state: the session, the waiting demands, the start/stop in flight, the idle clock.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use super::start::{Counters, Starter};
+use super::{BastionSpec, Cmd, Lease, Ready, Shared};
+use crate::control::BastionStatus;
+use crate::ec2::{Ec2Api, InstanceState};
+use crate::error::Error;
+use crate::tunnel::{Dialer, Progress};
+
+enum Waiter {
+    Acquire(oneshot::Sender<Shared<Lease>>),
+    Up(oneshot::Sender<Shared<Ready>>),
+}
+
+/// Results of background work, fed back into the actor loop.
+enum Done {
+    Adopted(Result<(String, InstanceState), Error>),
+    Started(Option<String>, Result<Ready, Error>),
+    Stopped(Result<(), Error>, Option<oneshot::Sender<Shared<String>>>),
+}
+
+pub(super) struct Actor {
+    starter: Starter,
+    rx: mpsc::Receiver<Cmd>,
+    done_tx: mpsc::Sender<Done>,
+    done_rx: mpsc::Receiver<Done>,
+    shutdown: CancellationToken,
+    channels: Arc<watch::Sender<usize>>,
+    channels_rx: watch::Receiver<usize>,
+    instance_id: Option<String>,
+    ready: Option<Ready>,
+    starting: Option<JoinHandle<()>>,
+    stopping: bool,
+    waiters: Vec<Waiter>,
+    /// We may have a running instance to stop (we started it, or found it running).
+    maybe_running: bool,
+    /// Start of the current idle period (no channels, nothing in flight).
+    idle_since: Instant,
+}
+
+impl Actor {
+    pub fn new(
+        spec: Arc<BastionSpec>,
+        ec2: Arc<dyn Ec2Api>,
+        dialer: Arc<dyn Dialer>,
+        progress: Progress,
+        rx: mpsc::Receiver<Cmd>,
+        shutdown: CancellationToken,
+    ) -> Actor {
+        let (done_tx, done_rx) = mpsc::channel(16);
+        let (channels, channels_rx) = watch::channel(0);
+        let starter = Starter { spec, ec2, dialer, progress, counters: Arc::new(Counters::default()) };
+        Actor {
+            starter,
+            rx,
+            done_tx,
+            done_rx,
+            shutdown,
+            channels: Arc::new(channels),
+            channels_rx,
+            instance_id: None,
+            ready: None,
+            starting: None,
+            stopping: false,
+            waiters: Vec::new(),
+            maybe_running: false,
+            idle_since: Instant::now(),
+        }
+    }
+
+    pub async fn run(mut self) {
+        self.adopt();
+        loop {
+            let idle_deadline = self.idle_deadline();
+            tokio::select! {
+                _ = self.shutdown.cancelled() => break,
+                Some(cmd) = self.rx.recv() => self.on_cmd(cmd),
+                Some(done) = self.done_rx.recv() => self.on_done(done),
+                Ok(()) = self.channels_rx.changed() => {
+                    if *self.channels_rx.borrow_and_update() == 0 {
+                        self.idle_since = Instant::now();
+                    }
+                }
+                _ = sleep_until_opt(idle_deadline) => self.idle_stop(),
+            }
+        }
+        if let Some(h) = self.starting.take() {
+            h.abort();
+        }
+        self.fail_waiters(Arc::new(Error::Aborted("the daemon is shutting down".into())));
+    }
+
+    fn name(&self) -> &str {
+        &self.starter.spec.name
+    }
+
+    /// When the idle stop is due, if the clock is running at all.
+    fn idle_deadline(&self) -> Option<Instant> {
+        let idle = self.maybe_running
+            && *self.channels.borrow() == 0
+            && self.starting.is_none()
+            && !self.stopping
+            && self.waiters.is_empty();
+        idle.then(|| self.idle_since + self.starter.spec.idle_timeout)
+    }
+
+    fn adopt(&mut self) {
+        let starter = self.starter.clone();
+        let done = self.done_tx.clone();
+        tokio::spawn(async move {
+            let res = async {
+                let id = starter.resolve().await?;
+                let info = starter.ec2.describe(&id).await?;
+                Ok((id, info.state))
+            }
+            .await;
+            let _ = done.send(Done::Adopted(res)).await;
+        });
+    }
+
+    fn on_cmd(&mut self, cmd: Cmd) {
+        match cmd {
+            Cmd::Acquire(reply) => match self.live_ready() {
+                Some(ready) => {
+                    let _ = reply.send(Ok(Lease::new(ready, self.channels.clone())));
+                }
+                None => self.enqueue(Waiter::Acquire(reply)),
+            },
+            Cmd::Up(reply) => match self.live_ready() {
+                Some(ready) => {
+                    self.idle_since = Instant::now();
+                    let _ = reply.send(Ok(ready));
+                }
+                None => self.enqueue(Waiter::Up(reply)),
+            },
+            Cmd::Down { force, reply } => self.down(force, reply),
+            Cmd::Status(reply) => {
+                let _ = reply.send(self.status());
+            }
+        }
+    }
+
+    /// The current session, unless it has died (then it is dropped so the next demand dials anew).
+    fn live_ready(&mut self) -> Option<Ready> {
+        if self.ready.as_ref().is_some_and(|r| r.session.is_closed()) {
+            info!(bastion = %self.name(), "SSH session to the bastion is closed; a new one will be made");
+            self.ready = None;
+        }
+        self.ready.clone()
+    }
+
+    fn enqueue(&mut self, w: Waiter) {
+        self.waiters.push(w);
+        if self.starting.is_none() && !self.stopping {
+            self.begin_start();
+        }
+    }
+
+    fn begin_start(&mut self) {
+        let starter = self.starter.clone();
+        let known = self.instance_id.clone();
+        let done = self.done_tx.clone();
+        self.maybe_running = true;
+        self.starting = Some(tokio::spawn(async move {
+            let (id, res) = match known {
+                Some(id) => (Some(id.clone()), starter.bring_up(&id).await),
+                None => match starter.resolve().await {
+                    Ok(id) => (Some(id.clone()), starter.bring_up(&id).await),
+                    Err(e) => (None, Err(e)),
+                },
+            };
+            let _ = done.send(Done::Started(id, res)).await;
+        }));
+    }
+
+    fn on_done(&mut self, done: Done) {
+        match done {
+            Done::Adopted(Ok((id, state))) => {
+                info!(bastion = %self.name(), instance = %id, %state, "found the bastion");
+                self.instance_id.get_or_insert(id);
+                if matches!(state, InstanceState::Running | InstanceState::Pending) && !self.maybe_running {
+                    self.maybe_running = true;
+                    self.idle_since = Instant::now();
+                }
+            }
+            Done::Adopted(Err(e)) => warn!(bastion = %self.name(), "cannot describe the bastion yet: {e}"),
+            Done::Started(id, res) => {
+                self.starting = None;
+                if id.is_some() {
+                    self.instance_id = id;
+                }
+                self.idle_since = Instant::now();
+                match res {
+                    Ok(ready) => {
+                        self.ready = Some(ready.clone());
+                        for w in std::mem::take(&mut self.waiters) {
+                            match w {
+                                Waiter::Acquire(tx) => {
+                                    let _ = tx.send(Ok(Lease::new(ready.clone(), self.channels.clone())));
+                                }
+                                Waiter::Up(tx) => {
+                                    let _ = tx.send(Ok(ready.clone()));
+                                }
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        warn!(bastion = %self.name(), "start failed: {e}");
+                        self.fail_waiters(Arc::new(e));
+                    }
+                }
+            }
+            Done::Stopped(res, reply) => {
+                self.stopping = false;
+                self.idle_since = Instant::now();
+                let res = res.map_err(Arc::new);
+                match &res {
+                    Ok(()) => self.maybe_running = false,
+                    Err(e) => warn!(bastion = %self.name(), "StopInstances failed: {e}"),
+                }
+                if let Some(reply) = reply {
+                    let id = self.instance_id.clone().unwrap_or_default();
+                    let _ = reply.send(res.map(|()| format!("stopping bastion {} ({id})", self.name())));
+                }
+                if !self.waiters.is_empty() {
+                    self.begin_start();
+                }
+            }
+        }
+    }
+
+    fn fail_waiters(&mut self, e: Arc<Error>) {
+        for w in std::mem::take(&mut self.waiters) {
+            match w {
+                Waiter::Acquire(tx) => drop(tx.send(Err(e.clone()))),
+                Waiter::Up(tx) => drop(tx.send(Err(e.clone()))),
+            }
+        }
+    }
+
+    fn idle_stop(&mut self) {
+        info!(
+            bastion = %self.name(),
+            "no open channel for {}: stopping the bastion",
+            humantime::format_duration(self.starter.spec.idle_timeout)
+        );
+        self.begin_stop(None);
+    }
+
+    fn down(&mut self, force: bool, reply: oneshot::Sender<Shared<String>>) {
+        let open = *self.channels.borrow();
+        if open > 0 && !force {
+            let _ = reply.send(Err(Arc::new(Error::ChannelsOpen { bastion: self.name().into(), count: open })));
+            return;
+        }
+        if let Some(h) = self.starting.take() {
+            h.abort();
+            self.fail_waiters(Arc::new(Error::Aborted(format!("bastion {} was stopped by `bastionctl down`", self.name()))));
+        }
+        info!(bastion = %self.name(), channels = open, "stopping the bastion on request");
+        self.begin_stop(Some(reply));
+    }
+
+    fn begin_stop(&mut self, reply: Option<oneshot::Sender<Shared<String>>>) {
+        if let Some(ready) = self.ready.take() {
+            ready.session.close();
+        }
+        self.stopping = true;
+        let starter = self.starter.clone();
+        let known = self.instance_id.clone();
+        let done = self.done_tx.clone();
+        tokio::spawn(async move {
+            let res = async {
+                let id = match known {
+                    Some(id) => id,
+                    None => starter.resolve().await?,
+                };
+                starter.progress.say(format!("stopping {id}"));
+                starter.stop(&id).await
+            }
+            .await;
+            let _ = done.send(Done::Stopped(res, reply)).await;
+        });
+    }
+
+    fn status(&self) -> BastionStatus {
+        let c = &self.starter.counters;
+        BastionStatus {
+            name: self.name().into(),
+            instance_id: self.instance_id.clone(),
+            state: String::new(),
+            address: self.ready.as_ref().map(|r| r.addr.to_string()),
+            session: self.ready.as_ref().is_some_and(|r| !r.session.is_closed()),
+            channels: *self.channels.borrow(),
+            idle_stop_in_secs: self.idle_deadline().map(|d| d.saturating_duration_since(Instant::now()).as_secs()),
+            start_calls: c.start_calls.load(Ordering::Relaxed),
+            stop_calls: c.stop_calls.load(Ordering::Relaxed),
+            pid: std::process::id(),
+        }
+    }
+}
+
+async fn sleep_until_opt(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,136 @@
+//! One start attempt: drive the instance to `running` (waiting out `stopping` and `pending`), find its address, and
+//! dial it. Bounded by `start_timeout` as a whole.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use tokio::time::Instant;
+
+use super::{BastionSpec, POLL_INTERVAL, Ready};
+use crate::config::InstanceRef;
+use crate::ec2::{Ec2Api, Ec2Error, InstanceState};
+use crate::error::Error;
+use crate::tunnel::{Dialer, Progress};
+
+/// Calls this daemon made, for `status` and for tests that count StartInstances.
+#[derive(Debug, Default)]
+pub(super) struct Counters {
+    pub start_calls: AtomicU64,
+    pub stop_calls: AtomicU64,
+}
+
+/// Everything a start attempt needs; cheap to clone into a task.
+#[derive(Clone)]
+pub(super) struct Starter {
+    pub spec: Arc<BastionSpec>,
+    pub ec2: Arc<dyn Ec2Api>,
+    pub dialer: Arc<dyn Dialer>,
+    pub progress: Progress,
+    pub counters: Arc<Counters>,
+}
+
+impl Starter {
+    /// Resolves the instance id (from the Name tag if configured so).
+    pub async fn resolve(&self) -> Result<String, Error> {
+        match &self.spec.instance {
+            InstanceRef::Id(id) => Ok(id.clone()),
+            InstanceRef::NameTag(tag) => Ok(self.ec2.find_by_name_tag(tag).await?),
+        }
+    }
+
+    /// Brings the bastion from whatever state to a dialed session.
+    pub async fn bring_up(&self, id: &str) -> Result<Ready, Error> {
+        let began = Instant::now();
+        let deadline = began + self.spec.start_timeout;
+        self.wait_running(id, deadline).await?;
+        let addr = self.address(id).await?;
+        let session = self.dialer.dial(addr, id, deadline, &self.progress).await.map_err(|e| match e {
+            crate::ssh::SshError::Timeout { .. } => Error::StartTimeout {
+                bastion: self.spec.name.clone(),
+                instance_id: id.into(),
+                state: format!("running, but sshd at {addr} did not answer"),
+                after: self.spec.start_timeout,
+            },
+            other => other.into(),
+        })?;
+        self.progress.say(format!("bastion {} ready at {addr} in {:.1} s", self.spec.name, began.elapsed().as_secs_f64()));
+        Ok(Ready { session, instance_id: id.into(), addr })
+    }
+
+    /// Polls DescribeInstances until `running`: starts it from `stopped` (once), waits out `stopping` and `pending`.
+    async fn wait_running(&self, id: &str, deadline: Instant) -> Result<(), Error> {
+        let mut started = false;
+        let mut last: Option<InstanceState> = None;
+        loop {
+            let info = self.ec2.describe(id).await?;
+            let state = info.state;
+            match state {
+                InstanceState::Running => return Ok(()),
+                InstanceState::ShuttingDown | InstanceState::Terminated => {
+                    return Err(Error::Terminated {
+                        bastion: self.spec.name.clone(),
+                        instance_id: id.into(),
+                        state: state.to_string(),
+                    });
+                }
+                InstanceState::Stopped if !started => {
+                    match self.ec2.start(id).await {
+                        Ok(()) => {
+                            self.counters.start_calls.fetch_add(1, Ordering::Relaxed);
+                            self.progress.say(format!("starting {id} (stopped → pending)"));
+                            started = true;
+                        }
+                        // It changed state between Describe and Start (e.g. someone else started it): poll again.
+                        Err(Ec2Error::Api { code, .. }) if code == "IncorrectInstanceState" => {}
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+                InstanceState::Stopping if last != Some(state) => {
+                    self.progress.say(format!("{id} is stopping; it will be started again once stopped"));
+                }
+                InstanceState::Pending if last != Some(state) && !started => {
+                    self.progress.say(format!("{id} is pending; waiting for running"));
+                }
+                _ => {}
+            }
+            last = Some(state);
+            if Instant::now() + POLL_INTERVAL > deadline {
+                return Err(Error::StartTimeout {
+                    bastion: self.spec.name.clone(),
+                    instance_id: id.into(),
+                    state: state.to_string(),
+                    after: self.spec.start_timeout,
+                });
+            }
+            tokio::time::sleep(POLL_INTERVAL).await;
+        }
+    }
+
+    /// The sshd address: the configured override, else the Elastic IP (DescribeAddresses is the source of truth),
+    /// else the public IP from DescribeInstances.
+    async fn address(&self, id: &str) -> Result<SocketAddr, Error> {
+        if let Some(ip) = self.spec.address {
+            return Ok(SocketAddr::new(ip, self.spec.port));
+        }
+        if let Some(ip) = self.ec2.elastic_ip(id).await? {
+            return Ok(SocketAddr::new(ip, self.spec.port));
+        }
+        match self.ec2.describe(id).await?.public_ip {
+            Some(ip) => Ok(SocketAddr::new(ip, self.spec.port)),
+            None => Err(Error::NoAddress { bastion: self.spec.name.clone(), instance_id: id.into() }),
+        }
+    }
+
+    /// StopInstances; a bastion already stopping or stopped is fine.
+    pub async fn stop(&self, id: &str) -> Result<(), Error> {
+        match self.ec2.stop(id).await {
+            Ok(()) => {
+                self.counters.stop_calls.fetch_add(1, Ordering::Relaxed);
+                Ok(())
+            }
+            Err(Ec2Error::Api { code, .. }) if code == "IncorrectInstanceState" => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+}

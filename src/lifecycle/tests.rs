@@ -1,0 +1,303 @@
+//! The lifecycle state machine against a fake EC2 and a fake dialer, in paused (virtual) time.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::*;
+use crate::ec2::{Ec2Error, InstanceInfo, InstanceState};
+use crate::ssh::SshError;
+use crate::tunnel::{BoxStream, Session};
+
+const IDLE: Duration = Duration::from_secs(60);
+
+/// EC2 where `pending` and `stopping` last a set (virtual) time, like the real thing.
+struct FakeEc2 {
+    st: Mutex<FakeState>,
+    starts: AtomicUsize,
+    stops: AtomicUsize,
+    pending_for: Duration,
+    stopping_for: Duration,
+}
+
+struct FakeState {
+    state: InstanceState,
+    until: Option<Instant>,
+}
+
+impl FakeEc2 {
+    fn new(state: InstanceState, pending_for: Duration, stopping_for: Duration) -> Arc<FakeEc2> {
+        let until = matches!(state, InstanceState::Pending | InstanceState::Stopping).then(|| Instant::now() + pending_for);
+        Arc::new(FakeEc2 {
+            st: Mutex::new(FakeState { state, until }),
+            starts: AtomicUsize::new(0),
+            stops: AtomicUsize::new(0),
+            pending_for,
+            stopping_for,
+        })
+    }
+
+    fn state(&self) -> InstanceState {
+        let mut st = self.st.lock().unwrap();
+        if st.until.is_some_and(|u| Instant::now() >= u) {
+            st.until = None;
+            st.state = match st.state {
+                InstanceState::Pending => InstanceState::Running,
+                InstanceState::Stopping => InstanceState::Stopped,
+                s => s,
+            };
+        }
+        st.state
+    }
+
+    fn set(&self, state: InstanceState, lasts: Option<Duration>) {
+        let mut st = self.st.lock().unwrap();
+        st.state = state;
+        st.until = lasts.map(|d| Instant::now() + d);
+    }
+}
+
+fn incorrect_state(op: &'static str) -> Ec2Error {
+    Ec2Error::Api { operation: op, code: "IncorrectInstanceState".into(), message: "wrong state".into() }
+}
+
+#[async_trait::async_trait]
+impl Ec2Api for FakeEc2 {
+    async fn describe(&self, id: &str) -> Result<InstanceInfo, Ec2Error> {
+        Ok(InstanceInfo { instance_id: id.into(), state: self.state(), public_ip: None, vpc_id: None })
+    }
+    async fn find_by_name_tag(&self, _name: &str) -> Result<String, Ec2Error> {
+        Ok("i-0123456789abcdef0".into())
+    }
+    async fn elastic_ip(&self, _id: &str) -> Result<Option<IpAddr>, Ec2Error> {
+        Ok(Some(IpAddr::V4(Ipv4Addr::new(127, 0, 2, 1))))
+    }
+    async fn start(&self, _id: &str) -> Result<(), Ec2Error> {
+        if self.state() != InstanceState::Stopped {
+            return Err(incorrect_state("StartInstances"));
+        }
+        self.starts.fetch_add(1, Ordering::SeqCst);
+        self.set(InstanceState::Pending, Some(self.pending_for));
+        Ok(())
+    }
+    async fn stop(&self, _id: &str) -> Result<(), Ec2Error> {
+        if !matches!(self.state(), InstanceState::Running | InstanceState::Pending) {
+            return Err(incorrect_state("StopInstances"));
+        }
+        self.stops.fetch_add(1, Ordering::SeqCst);
+        self.set(InstanceState::Stopping, Some(self.stopping_for));
+        Ok(())
+    }
+}
+
+#[derive(Default)]
+struct FakeSession {
+    closed: AtomicBool,
+}
+
+#[async_trait::async_trait]
+impl Session for FakeSession {
+    async fn open(&self, _host: &str, _port: u16) -> Result<BoxStream, SshError> {
+        Ok(Box::new(tokio::io::duplex(64).0))
+    }
+    fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::SeqCst)
+    }
+    fn close(&self) {
+        self.closed.store(true, Ordering::SeqCst);
+    }
+}
+
+#[derive(Default)]
+struct FakeDialer {
+    dials: AtomicUsize,
+    sessions: Mutex<Vec<Arc<FakeSession>>>,
+}
+
+#[async_trait::async_trait]
+impl Dialer for FakeDialer {
+    async fn dial(
+        &self,
+        _addr: SocketAddr,
+        _id: &str,
+        _deadline: Instant,
+        _progress: &Progress,
+    ) -> Result<Arc<dyn Session>, SshError> {
+        self.dials.fetch_add(1, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(500)).await; // banner + handshake
+        let s = Arc::new(FakeSession::default());
+        self.sessions.lock().unwrap().push(s.clone());
+        Ok(s)
+    }
+}
+
+struct World {
+    ec2: Arc<FakeEc2>,
+    dialer: Arc<FakeDialer>,
+    bastion: Bastion,
+    _shutdown: tokio_util::sync::DropGuard,
+}
+
+fn world(state: InstanceState, pending_for: Duration, stopping_for: Duration, start_timeout: Duration) -> World {
+    let ec2 = FakeEc2::new(state, pending_for, stopping_for);
+    let dialer = Arc::new(FakeDialer::default());
+    let spec = BastionSpec {
+        name: "test".into(),
+        instance: crate::config::InstanceRef::Id("i-0123456789abcdef0".into()),
+        port: 22,
+        address: None,
+        idle_timeout: IDLE,
+        start_timeout,
+        rules: vec![],
+        target_ports: vec![22],
+    };
+    let token = CancellationToken::new();
+    let bastion = Bastion::spawn(spec, ec2.clone(), dialer.clone(), token.clone());
+    World { ec2, dialer, bastion, _shutdown: token.drop_guard() }
+}
+
+fn stopped_world() -> World {
+    world(InstanceState::Stopped, Duration::from_secs(10), Duration::from_secs(20), Duration::from_secs(300))
+}
+
+#[tokio::test(start_paused = true)]
+async fn demand_on_stopped_starts_once_and_becomes_ready() {
+    let w = stopped_world();
+    let t0 = Instant::now();
+    let lease = w.bastion.acquire().await.expect("ready");
+    assert_eq!(w.ec2.starts.load(Ordering::SeqCst), 1);
+    assert_eq!(w.ec2.state(), InstanceState::Running);
+    assert!(t0.elapsed() >= Duration::from_secs(10), "waited for pending to end");
+    assert_eq!(lease.ready.addr.to_string(), "127.0.2.1:22");
+    let st = w.bastion.status().await;
+    assert_eq!((st.channels, st.start_calls, st.state.as_str()), (1, 1, "running"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn concurrent_demands_share_one_start_and_one_session() {
+    let w = stopped_world();
+    let demands = (0..10).map(|_| {
+        let b = w.bastion.clone();
+        tokio::spawn(async move { b.acquire().await.map(|l| l.ready.session.clone()) })
+    });
+    let sessions: Vec<_> = futures_join(demands).await;
+    assert_eq!(w.ec2.starts.load(Ordering::SeqCst), 1);
+    assert_eq!(w.dialer.dials.load(Ordering::SeqCst), 1);
+    assert!(sessions.windows(2).all(|p| Arc::ptr_eq(&p[0], &p[1])));
+}
+
+async fn futures_join<T: Send + 'static>(
+    hs: impl Iterator<Item = tokio::task::JoinHandle<Shared<T>>>,
+) -> Vec<T> {
+    let mut out = Vec::new();
+    for h in hs.collect::<Vec<_>>() {
+        out.push(h.await.unwrap().unwrap_or_else(|e| panic!("demand failed: {e}")));
+    }
+    out
+}
+
+#[tokio::test(start_paused = true)]
+async fn idle_bastion_is_stopped_after_idle_timeout_and_not_before() {
+    let w = stopped_world();
+    drop(w.bastion.acquire().await.unwrap());
+    let released = Instant::now();
+    tokio::time::sleep(IDLE - Duration::from_secs(1)).await;
+    assert_eq!(w.ec2.stops.load(Ordering::SeqCst), 0, "stopped too early");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(w.ec2.stops.load(Ordering::SeqCst), 1);
+    assert!(released.elapsed() >= IDLE);
+    assert!(w.dialer.sessions.lock().unwrap()[0].is_closed(), "session closed before the stop");
+    tokio::time::sleep(IDLE * 5).await;
+    assert_eq!(w.ec2.stops.load(Ordering::SeqCst), 1, "a stopped bastion is not stopped again");
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_open_channel_keeps_it_running_until_closed() {
+    let w = stopped_world();
+    let lease = w.bastion.acquire().await.unwrap();
+    tokio::time::sleep(IDLE * 10).await;
+    assert_eq!(w.ec2.stops.load(Ordering::SeqCst), 0);
+    assert_eq!(w.bastion.status().await.idle_stop_in_secs, None);
+    drop(lease);
+    tokio::time::sleep(IDLE + Duration::from_secs(1)).await;
+    assert_eq!(w.ec2.stops.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn demand_during_stopping_waits_for_stopped_then_starts_again() {
+    let w = stopped_world();
+    drop(w.bastion.acquire().await.unwrap());
+    tokio::time::sleep(IDLE + Duration::from_secs(1)).await;
+    assert_eq!(w.ec2.state(), InstanceState::Stopping);
+    let lease = w.bastion.acquire().await.expect("started again");
+    assert_eq!(w.ec2.starts.load(Ordering::SeqCst), 2);
+    assert_eq!(w.ec2.state(), InstanceState::Running);
+    assert!(!lease.ready.session.is_closed(), "a fresh session, not the closed one");
+    assert_eq!(w.dialer.dials.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn demand_while_pending_waits_without_starting() {
+    let w = world(InstanceState::Pending, Duration::from_secs(15), Duration::ZERO, Duration::from_secs(300));
+    w.bastion.acquire().await.expect("ready");
+    assert_eq!(w.ec2.starts.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_running_bastion_found_at_startup_is_adopted_and_stopped_when_idle() {
+    let w = world(InstanceState::Running, Duration::ZERO, Duration::from_secs(5), Duration::from_secs(300));
+    tokio::time::sleep(IDLE + Duration::from_secs(1)).await;
+    assert_eq!(w.ec2.stops.load(Ordering::SeqCst), 1);
+    assert_eq!(w.ec2.starts.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn stuck_in_pending_fails_with_start_timeout_naming_the_state() {
+    let w = world(InstanceState::Pending, Duration::from_secs(3600), Duration::ZERO, Duration::from_secs(30));
+    let err = w.bastion.acquire().await.err().expect("times out");
+    match &*err {
+        Error::StartTimeout { state, after, .. } => {
+            assert_eq!(state, "pending");
+            assert_eq!(*after, Duration::from_secs(30));
+        }
+        other => panic!("wrong error: {other}"),
+    }
+    assert!(err.to_string().contains("30s") && err.hint().is_some(), "{err}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn terminated_instance_is_a_clear_error() {
+    let w = world(InstanceState::Terminated, Duration::ZERO, Duration::ZERO, Duration::from_secs(30));
+    let err = w.bastion.acquire().await.err().expect("fails");
+    assert!(matches!(&*err, Error::Terminated { .. }), "{err}");
+    assert_eq!(err.kind(), "terminated");
+}
+
+#[tokio::test(start_paused = true)]
+async fn down_refuses_with_open_channels_unless_forced() {
+    let w = stopped_world();
+    let lease = w.bastion.acquire().await.unwrap();
+    let err = w.bastion.down(false).await.err().expect("refused");
+    assert!(matches!(&*err, Error::ChannelsOpen { count: 1, .. }), "{err}");
+    assert_eq!(w.ec2.stops.load(Ordering::SeqCst), 0);
+    w.bastion.down(true).await.expect("forced");
+    assert_eq!(w.ec2.stops.load(Ordering::SeqCst), 1);
+    assert!(lease.ready.session.is_closed());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_dead_session_is_replaced_on_the_next_demand() {
+    let w = stopped_world();
+    let first = w.bastion.acquire().await.unwrap();
+    first.ready.session.close();
+    drop(first);
+    let second = w.bastion.acquire().await.unwrap();
+    assert!(!second.ready.session.is_closed());
+    assert_eq!(w.dialer.dials.load(Ordering::SeqCst), 2);
+    assert_eq!(w.ec2.starts.load(Ordering::SeqCst), 1, "the instance was running: no second StartInstances");
+}
