@@ -1,0 +1,216 @@
+//! aws-sdk-ec2 implementation of [`super::Ec2Api`]: one client, built once from the `[aws]` config and cloned, with
+//! timeouts on every call and the SDK's standard retries (throttling such as `RequestLimitExceeded` and 5xx errors
+//! are retried with exponential backoff). Every SDK error is mapped with [`Ec2Error::from_sdk`], keeping its code.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use aws_config::BehaviorVersion;
+use aws_sdk_ec2::config::Region;
+use aws_sdk_ec2::config::retry::RetryConfig;
+use aws_sdk_ec2::config::timeout::TimeoutConfig;
+use aws_sdk_ec2::types::{Filter, Instance, InstanceStateName};
+
+use super::{Ec2Api, Ec2Error, InstanceInfo, InstanceState};
+use crate::config::AwsConfig;
+
+/// Bound on establishing the TCP (and TLS) connection to the EC2 endpoint.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// Bound on one attempt of an EC2 call (request sent to response read); a slow attempt is retried.
+pub const OPERATION_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Bound on a whole EC2 call, all retries and backoff included.
+pub const OPERATION_TIMEOUT: Duration = Duration::from_secs(30);
+/// Attempts per EC2 call (the first plus retries), in the SDK's standard retry mode.
+pub const MAX_ATTEMPTS: u32 = 4;
+
+/// The real EC2 client. Cheap to clone (the SDK client is reference-counted).
+#[derive(Debug, Clone)]
+pub struct AwsEc2 {
+    client: aws_sdk_ec2::Client,
+    /// The configured AWS profile, for hints in errors.
+    profile: Option<String>,
+}
+
+impl AwsEc2 {
+    /// Loads the AWS configuration (aws-config's default chains for credentials and region, overridden by the
+    /// `[aws]` table's `profile`, `region` and `endpoint_url`; `AWS_ENDPOINT_URL` is honoured too) and builds the
+    /// client with [`CONNECT_TIMEOUT`], [`OPERATION_ATTEMPT_TIMEOUT`], [`OPERATION_TIMEOUT`] and standard retries of
+    /// [`MAX_ATTEMPTS`].
+    ///
+    /// Credentials are resolved lazily on the first call, so missing ones show up there as
+    /// [`Ec2Error::NoCredentials`]. Errors: [`Ec2Error::NoRegion`] when no region is configured anywhere.
+    pub async fn from_config(cfg: &AwsConfig) -> Result<AwsEc2, Ec2Error> {
+        let timeouts = TimeoutConfig::builder()
+            .connect_timeout(CONNECT_TIMEOUT)
+            .operation_attempt_timeout(OPERATION_ATTEMPT_TIMEOUT)
+            .operation_timeout(OPERATION_TIMEOUT)
+            .build();
+        let mut loader = aws_config::defaults(BehaviorVersion::latest())
+            .timeout_config(timeouts)
+            .retry_config(RetryConfig::standard().with_max_attempts(MAX_ATTEMPTS));
+        if let Some(profile) = &cfg.profile {
+            loader = loader.profile_name(profile);
+        }
+        if let Some(region) = &cfg.region {
+            loader = loader.region(Region::new(region.clone()));
+        }
+        if let Some(url) = &cfg.endpoint_url {
+            loader = loader.endpoint_url(url);
+        }
+        let sdk_config = loader.load().await;
+        if sdk_config.region().is_none() {
+            return Err(Ec2Error::NoRegion);
+        }
+        let client = aws_sdk_ec2::Client::new(&sdk_config);
+        Ok(AwsEc2 { client, profile: cfg.profile.clone() })
+    }
+
+    /// Wraps an already-built client (tests, or callers with their own SDK configuration). Its timeouts and
+    /// retries are whatever that client was configured with.
+    pub fn from_client(client: aws_sdk_ec2::Client) -> AwsEc2 {
+        AwsEc2 { client, profile: None }
+    }
+
+    /// The underlying SDK client.
+    pub fn client(&self) -> &aws_sdk_ec2::Client {
+        &self.client
+    }
+
+    fn err<E, R>(&self, operation: &'static str, e: aws_sdk_ec2::error::SdkError<E, R>) -> Ec2Error
+    where
+        E: aws_sdk_ec2::error::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+        R: std::fmt::Debug + Send + Sync + 'static,
+    {
+        Ec2Error::from_sdk(operation, e, self.profile.as_deref())
+    }
+}
+
+/// `InvalidInstanceID.NotFound` / `.Malformed` from any call on one id becomes [`Ec2Error::NotFound`].
+fn not_found_for(instance_id: &str, e: Ec2Error) -> Ec2Error {
+    match &e {
+        Ec2Error::Api { code, .. } if code.starts_with("InvalidInstanceID.") => {
+            Ec2Error::NotFound { what: format!("instance {instance_id}") }
+        }
+        _ => e,
+    }
+}
+
+/// Converts the SDK's state name; `None` for a state this crate does not know (a future API addition).
+fn parse_state(name: &InstanceStateName) -> Option<InstanceState> {
+    Some(match name {
+        InstanceStateName::Pending => InstanceState::Pending,
+        InstanceStateName::Running => InstanceState::Running,
+        InstanceStateName::Stopping => InstanceState::Stopping,
+        InstanceStateName::Stopped => InstanceState::Stopped,
+        InstanceStateName::ShuttingDown => InstanceState::ShuttingDown,
+        InstanceStateName::Terminated => InstanceState::Terminated,
+        _ => return None,
+    })
+}
+
+fn parse_ip(operation: &'static str, field: &str, s: &str) -> Result<IpAddr, Ec2Error> {
+    s.parse().map_err(|_| Ec2Error::BadResponse { operation, detail: format!("{field} `{s}` is not an IP address") })
+}
+
+/// Builds an [`InstanceInfo`] from one DescribeInstances `Instance`.
+fn instance_info(inst: &Instance) -> Result<InstanceInfo, Ec2Error> {
+    const OP: &str = "DescribeInstances";
+    let instance_id = inst
+        .instance_id()
+        .ok_or_else(|| Ec2Error::BadResponse { operation: OP, detail: "instance without InstanceId".into() })?;
+    let state_name = inst.state().and_then(|s| s.name());
+    let state = state_name.and_then(parse_state).ok_or_else(|| Ec2Error::BadResponse {
+        operation: OP,
+        detail: format!("instance {instance_id} has unknown state {:?}", state_name.map(|n| n.as_str())),
+    })?;
+    let public_ip = inst.public_ip_address().map(|s| parse_ip(OP, "PublicIpAddress", s)).transpose()?;
+    Ok(InstanceInfo { instance_id: instance_id.to_owned(), state, public_ip, vpc_id: inst.vpc_id().map(str::to_owned) })
+}
+
+fn filter(name: &str, values: &[&str]) -> Filter {
+    values.iter().fold(Filter::builder().name(name), |b, v| b.values(*v)).build()
+}
+
+#[async_trait::async_trait]
+impl Ec2Api for AwsEc2 {
+    async fn describe(&self, instance_id: &str) -> Result<InstanceInfo, Ec2Error> {
+        let out = self
+            .client
+            .describe_instances()
+            .instance_ids(instance_id)
+            .send()
+            .await
+            .map_err(|e| not_found_for(instance_id, self.err("DescribeInstances", e)))?;
+        let inst = out
+            .reservations()
+            .iter()
+            .flat_map(|r| r.instances())
+            .find(|i| i.instance_id() == Some(instance_id))
+            .ok_or_else(|| Ec2Error::NotFound { what: format!("instance {instance_id}") })?;
+        instance_info(inst)
+    }
+
+    async fn find_by_name_tag(&self, name: &str) -> Result<String, Ec2Error> {
+        let mut ids: Vec<String> = Vec::new();
+        let mut next_token: Option<String> = None;
+        loop {
+            let out = self
+                .client
+                .describe_instances()
+                .filters(filter("tag:Name", &[name]))
+                .filters(filter("instance-state-name", &["pending", "running", "stopping", "stopped"]))
+                .set_next_token(next_token.take())
+                .send()
+                .await
+                .map_err(|e| self.err("DescribeInstances", e))?;
+            let found = out.reservations().iter().flat_map(|r| r.instances()).filter_map(|i| i.instance_id());
+            ids.extend(found.map(str::to_owned));
+            match out.next_token() {
+                Some(t) if !t.is_empty() => next_token = Some(t.to_owned()),
+                _ => break,
+            }
+        }
+        ids.sort();
+        ids.dedup();
+        match ids.len() {
+            0 => Err(Ec2Error::NotFound { what: format!("an instance tagged Name={name}") }),
+            1 => Ok(ids.remove(0)),
+            _ => Err(Ec2Error::Ambiguous { name: name.to_owned(), ids }),
+        }
+    }
+
+    async fn elastic_ip(&self, instance_id: &str) -> Result<Option<IpAddr>, Ec2Error> {
+        const OP: &str = "DescribeAddresses";
+        let out = self
+            .client
+            .describe_addresses()
+            .filters(filter("instance-id", &[instance_id]))
+            .send()
+            .await
+            .map_err(|e| self.err(OP, e))?;
+        out.addresses().iter().find_map(|a| a.public_ip()).map(|s| parse_ip(OP, "PublicIp", s)).transpose()
+    }
+
+    async fn start(&self, instance_id: &str) -> Result<(), Ec2Error> {
+        self.client
+            .start_instances()
+            .instance_ids(instance_id)
+            .send()
+            .await
+            .map_err(|e| not_found_for(instance_id, self.err("StartInstances", e)))?;
+        Ok(())
+    }
+
+    async fn stop(&self, instance_id: &str) -> Result<(), Ec2Error> {
+        self.client
+            .stop_instances()
+            .instance_ids(instance_id)
+            .send()
+            .await
+            .map_err(|e| not_found_for(instance_id, self.err("StopInstances", e)))?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests;
