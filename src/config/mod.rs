@@ -371,6 +371,10 @@ impl BastionConfig {
 
 /// Parses one `targets` entry: a CIDR block (or a bare IP, taken as /32 or /128) or a host-name pattern.
 pub fn parse_target(s: &str) -> Result<TargetRule, String> {
+    if s.trim().is_empty() {
+        return Err("an empty target: write a CIDR block (e.g. 10.0.16.0/20) or a host-name pattern (e.g. *.internal)"
+            .into());
+    }
     if let Ok(net) = s.parse::<IpNet>() {
         return Ok(TargetRule::Cidr(net.trunc()));
     }
@@ -380,7 +384,7 @@ pub fn parse_target(s: &str) -> Result<TargetRule, String> {
     if s.contains('/') || s.chars().all(|c| c.is_ascii_digit() || c == '.') {
         return Err(format!("`{s}` is not a valid CIDR block (expected e.g. 10.0.16.0/20)"));
     }
-    let ok = !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '*' | '?' | '_'));
+    let ok = s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '*' | '?' | '_'));
     if !ok {
         return Err(format!("`{s}` is neither a CIDR block nor a host-name pattern (letters, digits, - . * ?)"));
     }
@@ -408,7 +412,10 @@ fn line_of(text: &str, offset: usize) -> usize {
 /// (`TOML parse error at line 3, column 16, key `bastion[0].idle_timeout``), so that a wrong value, not only an
 /// unknown key, names its key.
 fn parse_message(text: &str, e: &toml::de::Error) -> String {
-    let msg = e.to_string();
+    let mut msg = e.to_string();
+    if e.message().ends_with("expected a duration") {
+        msg = format!("{} (write a string such as \"90s\", \"15m\" or \"1h 30m\")", msg.trim_end());
+    }
     let Some(key) = e.span().and_then(|s| key_at(text, s.start)) else { return msg };
     match msg.split_once('\n') {
         Some((first, rest)) if first.starts_with("TOML parse error at line") => format!("{first}, key `{key}`\n{rest}"),
