@@ -1,1 +1,170 @@
-fn main() {}
+//! `bastionctl-lab`: the local lab as a demo and a playground.
+//!
+//! - `bastionctl-lab demo`: builds the lab, runs `ssh private 'echo ok; hostname'` through the stopped bastion, shows
+//!   the instance start, then waits for the idle stop and shows the bastion stopped and its sshd gone.
+//! - `bastionctl-lab shell`: builds the lab and keeps it up until Ctrl-C, printing the commands to use and every
+//!   change of the bastion's state.
+#![warn(missing_docs)]
+#![forbid(unsafe_code)]
+
+use std::path::PathBuf;
+use std::process::{ExitCode, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use bastionctl::lab::{Lab, LabOptions};
+use clap::{Parser, Subcommand};
+
+/// The local lab: moto's EC2, a stopped bastion played by a real sshd, a private host, and the real ssh client.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Cli {
+    /// The bastionctl binary to use (default: `bastionctl` next to this program).
+    #[arg(long, global = true, env = "BASTIONCTL_BIN")]
+    bastionctl: Option<PathBuf>,
+    /// Stop the bastion after it has had no open channel for this long.
+    #[arg(long, global = true, default_value = "10s", value_parser = humantime::parse_duration)]
+    idle_timeout: Duration,
+    /// How long the bastion "boots" after EC2 says running, before its sshd answers.
+    #[arg(long, global = true, default_value = "2s", value_parser = humantime::parse_duration)]
+    boot_delay: Duration,
+    /// Leave the bastion's host key out of the daemon's known_hosts, to see how an unknown key is refused.
+    #[arg(long, global = true)]
+    untrusted_bastion_key: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run ssh through the stopped bastion, watch it start, then watch it stop when idle.
+    Demo,
+    /// Keep the lab up until Ctrl-C and print how to use it.
+    Shell,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("bastionctl-lab: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let bastionctl = match cli.bastionctl {
+        Some(p) => p,
+        None => std::env::current_exe()?.parent().context("no parent dir of this program")?.join("bastionctl"),
+    };
+    if !bastionctl.exists() {
+        bail!("{} not found: build it (cargo build) or pass --bastionctl PATH", bastionctl.display());
+    }
+    let mut opts = LabOptions::new(bastionctl);
+    opts.idle_timeout = cli.idle_timeout;
+    opts.boot_delay = cli.boot_delay;
+    opts.trust_bastion_key = !cli.untrusted_bastion_key;
+    step("Starting the lab: moto (EC2), a stopped bastion, a private host, generated keys");
+    let lab = Lab::start(opts).await?;
+    step(&format!("Lab ready in {}", lab.dir().display()));
+    say(&format!(
+        "bastion instance {} (Name={}), Elastic IP {}",
+        lab.instance_id(),
+        lab.world().name_tag,
+        lab.bastion_addr()
+    ));
+    say(&format!("private host {} (reachable only through the bastion)", lab.private_addr()));
+    // On Ctrl-C or SIGTERM the lab still drops, which stops every process it started.
+    tokio::select! {
+        r = async {
+            match cli.command {
+                Command::Demo => demo(&lab).await,
+                Command::Shell => shell(&lab).await,
+            }
+        } => r,
+        _ = shutdown_signal() => {
+            step("Interrupted: stopping the lab");
+            Ok(())
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+fn step(s: &str) {
+    println!("\n==> {s}");
+}
+
+fn say(s: &str) {
+    println!("    {s}");
+}
+
+async fn show_state(lab: &Lab) -> anyhow::Result<()> {
+    let sshd = if lab.bastion_sshd_running() { "running" } else { "not running" };
+    say(&format!("EC2 (moto) says the bastion is: {}; bastion sshd: {sshd}", lab.instance_state().await?));
+    Ok(())
+}
+
+async fn demo(lab: &Lab) -> anyhow::Result<()> {
+    show_state(lab).await?;
+    let remote = "echo ok; hostname";
+    step(&format!("Running: ssh -F {} private '{remote}'", lab.files().ssh_config.display()));
+    say("(bastionctl's progress lines come on stderr; the remote command's output follows)");
+    let t0 = Instant::now();
+    let child = lab.ssh_command(remote).stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn()?;
+    let out = child.wait_with_output().await?;
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        say(&format!("remote says: {line}"));
+    }
+    if !out.status.success() {
+        bail!("ssh failed ({}); daemon log:\n{}", out.status, lab.daemon_log());
+    }
+    say(&format!("ssh finished in {:.1} s", t0.elapsed().as_secs_f64()));
+    show_state(lab).await?;
+    let marker = lab.direct_tcpip_marker();
+    if let Some(line) = lab.bastion_log().lines().find(|l| l.contains(&marker)) {
+        say(&format!("bastion sshd log: {}", line.trim()));
+    }
+    let idle = lab.options().idle_timeout;
+    step(&format!("No connection is open now; waiting for the idle stop ({} s)", idle.as_secs()));
+    let t1 = Instant::now();
+    lab.wait_instance_state("stopped", idle + Duration::from_secs(60)).await?;
+    say(&format!("stopped after {:.1} s idle", t1.elapsed().as_secs_f64()));
+    lab.wait_bastion_sshd(false, Duration::from_secs(10)).await?;
+    show_state(lab).await?;
+    step("Done: the bastion started on demand and stopped when idle");
+    Ok(())
+}
+
+async fn shell(lab: &Lab) -> anyhow::Result<()> {
+    let f = lab.files();
+    step("The lab stays up until Ctrl-C. Try:");
+    say(&format!("{} private 'echo ok; hostname'", f.lab_ssh.display()));
+    say(&format!("{} status", f.lab_bastionctl.display()));
+    say(&format!("{} private-jump true     # OpenSSH ProxyJump, for comparison", f.lab_ssh.display()));
+    say(&format!("daemon log: {}", f.daemon_log.display()));
+    let mut last = String::new();
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    loop {
+        tick.tick().await;
+        let sshd = if lab.bastion_sshd_running() { "up" } else { "down" };
+        let state = lab.instance_state().await.unwrap_or_else(|e| format!("unknown ({e:#})"));
+        let now = format!("bastion {state}, sshd {sshd}");
+        if now != last {
+            say(&now);
+            last = now;
+        }
+    }
+}
