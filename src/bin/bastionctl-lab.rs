@@ -76,7 +76,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         lab.world().name_tag,
         lab.bastion_addr()
     ));
-    say(&format!("private host {} (reachable only through the bastion)", lab.private_addr()));
+    say(&format!("private host {} (ssh_config reaches it only through the bastion)", lab.private_addr()));
     // On Ctrl-C or SIGTERM the lab still drops, which stops every process it started.
     tokio::select! {
         r = async {

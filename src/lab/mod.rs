@@ -18,6 +18,7 @@ pub mod moto;
 pub mod net;
 mod observe;
 pub mod proc;
+pub mod report;
 pub mod sshd;
 pub mod world;
 
