@@ -1,0 +1,141 @@
+//! End to end: the `up`, `down`, `status` and `daemon` subcommands, a refused target, and systemd's readiness
+//! notification, in the local lab.
+
+use std::process::{Output, Stdio};
+use std::time::Duration;
+
+use bastionctl::control::BastionStatus;
+use bastionctl::lab::net::wait_until;
+use bastionctl::lab::{Lab, LabOptions};
+
+const BASTIONCTL: &str = env!("CARGO_BIN_EXE_bastionctl");
+const DEADLINE: Duration = Duration::from_secs(90);
+
+async fn lab() -> Lab {
+    let mut o = LabOptions::new(BASTIONCTL);
+    o.idle_timeout = Duration::from_secs(600);
+    o.boot_delay = Duration::from_millis(500);
+    Lab::start(o).await.unwrap_or_else(|e| panic!("lab did not start: {e:#}"))
+}
+
+async fn run(lab: &Lab, args: &[&str]) -> Output {
+    let child = lab.bastionctl_command(args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    tokio::time::timeout(DEADLINE, child.wait_with_output())
+        .await
+        .unwrap_or_else(|_| panic!("bastionctl {args:?} did not finish within {DEADLINE:?}"))
+        .unwrap()
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+async fn status(lab: &Lab) -> BastionStatus {
+    lab.daemon_status().await.unwrap().into_iter().next().expect("one bastion")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn up_status_and_down_drive_the_bastion() {
+    let lab = lab().await;
+    let _daemon = lab.start_daemon().await.unwrap();
+
+    let up = run(&lab, &["up"]).await;
+    assert!(up.status.success(), "up failed: {}", text(&up.stderr));
+    let addr = lab.bastion_addr().to_string();
+    let out = text(&up.stdout);
+    assert!(out.contains(&addr) && out.contains(lab.instance_id()) && out.contains(" s"), "up printed {out:?}");
+    assert!(text(&up.stderr).contains("starting"), "progress goes to stderr: {}", text(&up.stderr));
+    assert_eq!(lab.instance_state().await.unwrap(), "running");
+
+    let st = status(&lab).await;
+    assert_eq!((st.state.as_str(), st.session, st.channels), ("running", true, 0));
+    assert_eq!(st.address.as_deref(), Some(addr.as_str()));
+    assert_eq!(st.instance_id.as_deref(), Some(lab.instance_id()));
+    assert!(st.idle_stop_in_secs.is_some_and(|s| s <= 600), "idle clock runs after up: {st:?}");
+
+    let table = run(&lab, &["status"]).await;
+    let table = text(&table.stdout);
+    assert!(table.contains("running") && table.contains(&addr) && table.contains("IDLE STOP"), "{table}");
+
+    let down = run(&lab, &["down"]).await;
+    assert!(down.status.success(), "down failed: {}", text(&down.stderr));
+    lab.wait_instance_state("stopped", Duration::from_secs(20)).await.unwrap();
+    assert_eq!(status(&lab).await.stop_calls, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn down_refuses_while_a_channel_is_open_unless_forced() {
+    let lab = lab().await;
+    let _daemon = lab.start_daemon().await.unwrap();
+    let session = lab.ssh_command("sleep 60").stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    wait_until("one open channel", DEADLINE, || async {
+        lab.daemon_status().await.is_ok_and(|s| s.first().is_some_and(|b| b.channels == 1))
+    })
+    .await
+    .unwrap();
+
+    let refused = run(&lab, &["down"]).await;
+    assert!(!refused.status.success(), "down must refuse with a channel open");
+    let err = text(&refused.stderr);
+    assert!(err.contains("1 open channel") && err.contains("--force"), "stderr: {err}");
+    assert_eq!(lab.instance_state().await.unwrap(), "running");
+
+    let forced = run(&lab, &["down", "--force"]).await;
+    assert!(forced.status.success(), "down --force failed: {}", text(&forced.stderr));
+    lab.wait_instance_state("stopped", Duration::from_secs(20)).await.unwrap();
+    let out = tokio::time::timeout(DEADLINE, session.wait_with_output()).await.expect("the cut session ends").unwrap();
+    assert!(!out.status.success(), "the forced-down session must not report success");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn down_and_status_work_without_a_daemon() {
+    let lab = lab().await;
+    lab.ec2().start_instances().instance_ids(lab.instance_id()).send().await.unwrap();
+    let st = run(&lab, &["status", "--json"]).await;
+    assert!(st.status.success(), "{}", text(&st.stderr));
+    let list: Vec<BastionStatus> = serde_json::from_slice(&st.stdout).unwrap();
+    assert_eq!(list[0].state, "running");
+    let down = run(&lab, &["down"]).await;
+    assert!(down.status.success(), "{}", text(&down.stderr));
+    lab.wait_instance_state("stopped", Duration::from_secs(20)).await.unwrap();
+    assert!(lab.daemon_pid().await.is_none(), "down without a daemon must not start one");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_target_outside_the_config_is_refused_naming_the_rule() {
+    let lab = lab().await;
+    let out = run(&lab, &["proxy", "127.0.9.9", "22"]).await;
+    assert!(!out.status.success());
+    assert!(out.stdout.is_empty(), "stdout carries tunnel bytes only: {:?}", text(&out.stdout));
+    let err = text(&out.stderr);
+    let rule = format!("{}/32", lab.private_addr().ip());
+    assert!(err.contains("127.0.9.9:22 is not allowed") && err.contains(&rule) && err.contains("targets"), "{err}");
+    assert_eq!(lab.instance_state().await.unwrap(), "stopped", "a refused target must not start the bastion");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn daemon_notifies_systemd_when_ready_and_exits_cleanly_on_sigterm() {
+    let lab = lab().await;
+    let notify_path = lab.dir().join("notify.sock");
+    let notify = tokio::net::UnixDatagram::bind(&notify_path).unwrap();
+    let mut daemon = lab
+        .bastionctl_command(["daemon"])
+        .env("NOTIFY_SOCKET", &notify_path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut buf = vec![0u8; 512];
+    let n = tokio::time::timeout(DEADLINE, notify.recv(&mut buf)).await.expect("READY=1 within the deadline").unwrap();
+    assert!(text(&buf[..n]).contains("READY=1"), "got {:?}", text(&buf[..n]));
+    // Ready means the socket accepts now, not later.
+    tokio::net::UnixStream::connect(&lab.files().socket).await.expect("socket accepts once READY=1 is sent");
+
+    let pid = nix::unistd::Pid::from_raw(daemon.id().unwrap() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    let n = tokio::time::timeout(DEADLINE, notify.recv(&mut buf)).await.expect("STOPPING=1").unwrap();
+    assert!(text(&buf[..n]).contains("STOPPING=1"));
+    let status = tokio::time::timeout(DEADLINE, daemon.wait()).await.expect("exits after SIGTERM").unwrap();
+    assert!(status.success(), "daemon exit status {status}");
+    assert!(!lab.files().socket.exists(), "the socket file is removed on exit");
+}
