@@ -24,11 +24,26 @@ const SPAWN_POLL: Duration = Duration::from_millis(25);
 /// Connects to the daemon at `path`. `Ok(None)` means no daemon is listening (no socket file, or nobody accepts).
 pub async fn try_connect(path: &Path) -> anyhow::Result<Option<UnixStream>> {
     match tokio::time::timeout(CONNECT_TIMEOUT, UnixStream::connect(path)).await {
-        Ok(Ok(s)) => Ok(Some(s)),
+        Ok(Ok(s)) => check_server_uid(path, s).map(Some),
         Ok(Err(e)) if matches!(e.kind(), io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused) => Ok(None),
         Ok(Err(e)) => Err(e).with_context(|| format!("cannot connect to the daemon's socket {}", path.display())),
         Err(_) => bail!("the daemon at {} did not accept within {:?}; is it stuck? check its log", path.display(), CONNECT_TIMEOUT),
     }
+}
+
+/// Refuses a socket served by a process of another uid (a socket planted by another user must not see our
+/// traffic).
+fn check_server_uid(path: &Path, s: UnixStream) -> anyhow::Result<UnixStream> {
+    let me = nix::unistd::getuid().as_raw();
+    let uid = s.peer_cred().with_context(|| format!("cannot identify the process serving {}", path.display()))?.uid();
+    if uid != me {
+        bail!(
+            "the control socket {} is served by uid {uid}, not by you (uid {me}); refusing to use it: remove it if it \
+             is not yours, or set [daemon] socket in the config",
+            path.display()
+        );
+    }
+    Ok(s)
 }
 
 /// Connects to the daemon for `cfg`, starting `bastionctl daemon` in the background first if none runs. Concurrent

@@ -1,11 +1,17 @@
 //! The control protocol between `bastionctl` clients (proxy, up, down, status) and the daemon, over a Unix socket.
 //!
 //! Framing: the client sends one JSON [`Request`] terminated by `\n` (at most [`MAX_LINE`] bytes). The daemon answers
-//! with JSON [`Reply`] lines. For `connect`, after [`Reply::Ok`] the socket carries the raw tunnel bytes in both
-//! directions; a write shutdown by either side is an EOF passed on to the other end.
+//! with JSON [`Reply`] lines. For `connect`, after [`Reply::Ok`] the socket carries the tunnel in both directions; a
+//! write shutdown by either side is an EOF passed on to the other end.
+//!
+//! Client to daemon, the tunnel bytes are raw. Daemon to client they are raw too, unless the client asked for
+//! framing (`"framed": true` in `connect`) and the daemon agreed (`"framed": true` in its `ok`): then they come as
+//! [`Frame`]s, so that the end of the stream says whether the target closed it ([`Frame::End`]) or the tunnel broke
+//! ([`Frame::Error`], e.g. the SSH session to the bastion died). A daemon or client that predates framing leaves the
+//! field out, and both sides fall back to raw bytes.
 
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 /// Protocol version carried in every request as `v`.
 pub const VERSION: u32 = 1;
@@ -32,6 +38,9 @@ pub enum Op {
         host: String,
         /// Target TCP port (`%p`).
         port: u16,
+        /// Ask for daemon-to-client [`Frame`]s after `ok` (absent = raw bytes, as before framing existed).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        framed: bool,
     },
     /// Start the bastion (default: the first configured) and wait until its sshd answers and a session is up.
     Up {
@@ -72,6 +81,9 @@ pub struct OkReply {
     /// The bastion address (`ip:port`), when known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub address: Option<String>,
+    /// For `connect`: the daemon-to-client bytes that follow are [`Frame`]s (only when the request asked for them).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub framed: bool,
 }
 
 /// A failure, with a hint that says what to do.
@@ -124,6 +136,12 @@ pub enum FrameError {
     /// The line is not valid JSON of the expected shape.
     #[error("malformed message: {0}")]
     Json(#[from] serde_json::Error),
+    /// A tunnel frame announced more than [`MAX_FRAME`] bytes.
+    #[error("tunnel frame of {0} bytes exceeds {MAX_FRAME}")]
+    FrameTooLong(u32),
+    /// A tunnel frame started with an unknown tag byte (or was an empty data frame).
+    #[error("garbled tunnel frame (tag byte {0:#04x})")]
+    BadTag(u8),
     /// Socket I/O failed.
     #[error(transparent)]
     Io(#[from] std::io::Error),
@@ -156,6 +174,76 @@ where
     }
 }
 
+/// Tag byte of a data frame: `D`, a big-endian `u32` length (1..=[`MAX_FRAME`]), then that many tunnel bytes.
+pub const FRAME_DATA: u8 = b'D';
+/// Tag byte of the end frame: the target sent EOF; nothing follows.
+pub const FRAME_END: u8 = b'E';
+/// Tag byte of the error frame: `X`, a big-endian `u32` length, then an [`ErrorReply`] as JSON; nothing follows.
+pub const FRAME_ERROR: u8 = b'X';
+/// Largest frame payload a client accepts, in bytes (the daemon sends at most 64 KiB).
+pub const MAX_FRAME: usize = 1 << 20;
+
+/// The head of one daemon-to-client frame in a framed tunnel.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Frame {
+    /// This many tunnel bytes follow (1..=[`MAX_FRAME`]); the reader copies exactly that many.
+    Data(u32),
+    /// The target closed its side cleanly: the tunnel is over.
+    End,
+    /// The tunnel broke (the SSH session to the bastion ended, the channel failed); the message says why.
+    Error(ErrorReply),
+}
+
+/// The 5-byte head of a data frame carrying `len` bytes.
+pub fn data_frame_head(len: usize) -> [u8; 5] {
+    let n = u32::try_from(len).expect("frames are at most MAX_FRAME bytes").to_be_bytes();
+    [FRAME_DATA, n[0], n[1], n[2], n[3]]
+}
+
+/// The bytes of an error frame for `e`.
+pub fn error_frame(e: &ErrorReply) -> Vec<u8> {
+    let json = serde_json::to_vec(e).unwrap_or_else(|_| b"{}".to_vec());
+    let mut out = Vec::with_capacity(json.len() + 5);
+    out.push(FRAME_ERROR);
+    out.extend_from_slice(&u32::try_from(json.len()).unwrap_or(0).to_be_bytes());
+    out.extend_from_slice(&json);
+    out
+}
+
+/// Reads the head of the next frame. For [`Frame::Data`] the payload is left in `r` for the caller to copy.
+/// Errors: [`FrameError::Closed`] when the socket ends without an end or error frame (the daemon died),
+/// [`FrameError::FrameTooLong`] for a length over [`MAX_FRAME`], [`FrameError::BadTag`] for anything else.
+pub async fn read_frame<R: AsyncBufRead + Unpin>(r: &mut R) -> Result<Frame, FrameError> {
+    let mut tag = [0u8; 1];
+    if r.read(&mut tag).await? == 0 {
+        return Err(FrameError::Closed);
+    }
+    match tag[0] {
+        FRAME_DATA => match frame_len(r).await? {
+            0 => Err(FrameError::BadTag(FRAME_DATA)),
+            n => Ok(Frame::Data(n)),
+        },
+        FRAME_END => Ok(Frame::End),
+        FRAME_ERROR => {
+            let n = frame_len(r).await?;
+            let mut json = vec![0u8; n as usize];
+            r.read_exact(&mut json).await.map_err(|_| FrameError::Closed)?;
+            Ok(Frame::Error(serde_json::from_slice(&json)?))
+        }
+        other => Err(FrameError::BadTag(other)),
+    }
+}
+
+async fn frame_len<R: AsyncBufRead + Unpin>(r: &mut R) -> Result<u32, FrameError> {
+    let mut n = [0u8; 4];
+    r.read_exact(&mut n).await.map_err(|e| match e.kind() {
+        std::io::ErrorKind::UnexpectedEof => FrameError::Closed,
+        _ => FrameError::Io(e),
+    })?;
+    let n = u32::from_be_bytes(n);
+    if n as usize > MAX_FRAME { Err(FrameError::FrameTooLong(n)) } else { Ok(n) }
+}
+
 /// Writes `msg` as one JSON line and flushes.
 pub async fn write_line<W, T>(w: &mut W, msg: &T) -> std::io::Result<()>
 where
@@ -175,7 +263,7 @@ mod tests {
 
     #[tokio::test]
     async fn request_round_trip_and_wire_shape() {
-        let req = Request { v: VERSION, op: Op::Connect { host: "10.0.16.10".into(), port: 22 } };
+        let req = Request { v: VERSION, op: Op::Connect { host: "10.0.16.10".into(), port: 22, framed: false } };
         let (a, b) = tokio::io::duplex(1024);
         let (_, mut w) = tokio::io::split(a);
         write_line(&mut w, &req).await.unwrap();
@@ -206,5 +294,40 @@ mod tests {
         assert!(matches!(read_line::<_, Request>(&mut r).await, Err(FrameError::Json(_))));
         let mut r = BufReader::new(&b"{\"v\":1"[..]);
         assert!(matches!(read_line::<_, Request>(&mut r).await, Err(FrameError::Closed)));
+    }
+
+    #[tokio::test]
+    async fn framing_is_opt_in_both_ways() {
+        // An old client (no `framed`) parses as raw; a new client's request still reads on an old daemon's schema.
+        let old: Request = serde_json::from_str(r#"{"v":1,"op":"connect","host":"h","port":22}"#).unwrap();
+        assert_eq!(old.op, Op::Connect { host: "h".into(), port: 22, framed: false });
+        let new = Request { v: VERSION, op: Op::Connect { host: "h".into(), port: 22, framed: true } };
+        assert_eq!(serde_json::to_string(&new).unwrap(), r#"{"v":1,"op":"connect","host":"h","port":22,"framed":true}"#);
+        // An old daemon's `ok` has no `framed`: the client then reads raw bytes.
+        let ok: Reply = serde_json::from_str(r#"{"ok":{"message":""}}"#).unwrap();
+        assert_eq!(ok, Reply::Ok(OkReply::default()));
+    }
+
+    #[tokio::test]
+    async fn frames_round_trip_and_a_cut_stream_is_an_error() {
+        let err = ErrorReply { kind: "ssh".into(), message: "session ended".into(), hint: None };
+        let mut wire = data_frame_head(3).to_vec();
+        wire.extend_from_slice(b"abc");
+        wire.extend_from_slice(&error_frame(&err));
+        wire.push(FRAME_END);
+        let mut r = BufReader::new(&wire[..]);
+        assert_eq!(read_frame(&mut r).await.unwrap(), Frame::Data(3));
+        let mut payload = [0u8; 3];
+        r.read_exact(&mut payload).await.unwrap();
+        assert_eq!(&payload, b"abc");
+        assert_eq!(read_frame(&mut r).await.unwrap(), Frame::Error(err));
+        assert_eq!(read_frame(&mut r).await.unwrap(), Frame::End);
+        assert!(matches!(read_frame(&mut r).await, Err(FrameError::Closed)));
+        let mut r = BufReader::new(&b"D\x00\x00"[..]);
+        assert!(matches!(read_frame(&mut r).await, Err(FrameError::Closed)));
+        let mut r = BufReader::new(&b"D\xff\xff\xff\xff"[..]);
+        assert!(matches!(read_frame(&mut r).await, Err(FrameError::FrameTooLong(u32::MAX))));
+        let mut r = BufReader::new(&b"Q"[..]);
+        assert!(matches!(read_frame(&mut r).await, Err(FrameError::BadTag(b'Q'))));
     }
 }

@@ -107,7 +107,8 @@ impl Error {
                     .into(),
             ),
             Error::NotAllowed { .. } => {
-                Some("add the target's CIDR block or host-name pattern to `targets` (and its port to `target_ports`)".into())
+                Some("add the target's CIDR block or host-name pattern to `targets` (and its port to `target_ports`); \
+                 a `targets` list replaces the default, the VPC's CIDR blocks".into())
             }
             Error::ChannelsOpen { .. } => Some("close those SSH sessions, or run `bastionctl down --force`".into()),
             Error::UnknownBastion(_) | Error::Aborted(_) => None,

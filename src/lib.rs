@@ -14,6 +14,7 @@ pub mod control;
 pub mod daemon;
 pub mod ec2;
 pub mod error;
+pub mod hostkeys;
 pub mod paths;
 pub mod policy;
 pub mod proxy;

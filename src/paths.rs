@@ -13,7 +13,8 @@ pub fn default_config_path() -> PathBuf {
 }
 
 /// The per-user runtime directory for the control socket: `$XDG_RUNTIME_DIR/bastionctl`, or
-/// `/tmp/bastionctl-<uid>` when `XDG_RUNTIME_DIR` is unset (the daemon creates it 0700 and checks its owner).
+/// `/tmp/bastionctl-<uid>` when `XDG_RUNTIME_DIR` is unset (the daemon creates it 0700; an existing one must be a real
+/// directory, not a symbolic link, owned by the user and closed to others: see [`crate::daemon::socket::prepare_dir`]).
 pub fn runtime_dir() -> PathBuf {
     match dirs::runtime_dir() {
         Some(d) => d.join("bastionctl"),

@@ -41,6 +41,13 @@ enum Command {
     Demo,
     /// Keep the lab up until Ctrl-C and print how to use it.
     Shell,
+    /// Render the reliability table from the rows the fault tests recorded (`$BASTIONCTL_REPORT_DIR`, default
+    /// `target/reliability`) to stdout or `--out FILE`; builds no lab.
+    Report {
+        /// Write here instead of stdout (e.g. docs/RELIABILITY.md).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
 }
 
 #[tokio::main]
@@ -56,6 +63,9 @@ async fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
+    if let Command::Report { out } = &cli.command {
+        return report(out.as_deref());
+    }
     let bastionctl = match cli.bastionctl {
         Some(p) => p,
         None => std::env::current_exe()?.parent().context("no parent dir of this program")?.join("bastionctl"),
@@ -83,6 +93,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             match cli.command {
                 Command::Demo => demo(&lab).await,
                 Command::Shell => shell(&lab).await,
+                Command::Report { .. } => unreachable!("handled before the lab starts"),
             }
         } => r,
         _ = shutdown_signal() => {
@@ -167,4 +178,19 @@ async fn shell(lab: &Lab) -> anyhow::Result<()> {
             last = now;
         }
     }
+}
+
+fn report(out: Option<&std::path::Path>) -> anyhow::Result<()> {
+    use bastionctl::lab::report;
+    let dir = report::dir();
+    let rows = report::read_all().with_context(|| format!("cannot read the rows in {}", dir.display()))?;
+    if rows.is_empty() {
+        bail!("no rows in {}: run the fault tests first (scripts/reliability.sh)", dir.display());
+    }
+    let md = report::render_markdown(&rows);
+    match out {
+        Some(path) => std::fs::write(path, md).with_context(|| format!("cannot write {}", path.display()))?,
+        None => print!("{md}"),
+    }
+    Ok(())
 }

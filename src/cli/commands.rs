@@ -15,6 +15,10 @@ use crate::ec2::Ec2Api;
 use crate::ec2::aws::AwsEc2;
 
 pub(super) async fn run(args: Args) -> anyhow::Result<()> {
+    // doctor reports a config that does not load as one of its checks.
+    if let Command::Doctor { bastion } = &args.command {
+        return super::doctor::run(args.config.as_deref(), bastion.as_deref()).await;
+    }
     let cfg = Config::load_default(args.config.as_deref())?;
     match args.command {
         Command::Proxy { host, port } => crate::proxy::run(&cfg, &host, port).await,
@@ -27,6 +31,8 @@ pub(super) async fn run(args: Args) -> anyhow::Result<()> {
         }
         Command::Down { bastion, force } => down(&cfg, bastion, force).await,
         Command::Status { json } => status(&cfg, json).await,
+        Command::Trust { bastion, yes, replace } => super::trust::run(&cfg, bastion, yes, replace).await,
+        Command::Doctor { .. } => unreachable!("handled before the config is loaded"),
     }
 }
 

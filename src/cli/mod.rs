@@ -1,6 +1,8 @@
 //! Command-line interface: clap definitions and dispatch. `main.rs` only calls [`main`].
 
 mod commands;
+mod doctor;
+mod trust;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -46,6 +48,24 @@ pub enum Command {
         /// Stop even while SSH connections are open through it (they are cut).
         #[arg(long)]
         force: bool,
+    },
+    /// Show the bastion's host key beside the fingerprints in its console output, and pin it by instance id
+    /// after confirmation (starts a stopped bastion to see its key).
+    Trust {
+        /// Bastion name from the config [default: the first].
+        bastion: Option<String>,
+        /// Pin without asking (for scripts); refused when the console output lists other fingerprints.
+        #[arg(long)]
+        yes: bool,
+        /// Replace a different key pinned for the instance (after a rebuild).
+        #[arg(long)]
+        replace: bool,
+    },
+    /// Check the config, AWS credentials, IAM permissions (EC2 DryRun), the bastion, SSH keys, the host key pin and
+    /// the socket directory; print PASS/FAIL with the fix for each; exit 1 if any fails.
+    Doctor {
+        /// Bastion name from the config [default: every bastion].
+        bastion: Option<String>,
     },
     /// Show each bastion's instance id, EC2 state, address, open channels and time until the idle stop.
     Status {

@@ -105,6 +105,10 @@ pub struct DaemonConfig {
     /// Log file of a daemon that `bastionctl proxy` starts in the background; default
     /// `$XDG_STATE_HOME/bastionctl/daemon.log`.
     pub log_file: Option<PathBuf>,
+    /// bastionctl's own known_hosts-format file where bastion host keys are pinned by instance id (the console
+    /// output check, `bastionctl trust` and trust on first use write it); default
+    /// `$XDG_STATE_HOME/bastionctl/known_hosts`.
+    pub pinned_host_keys: Option<PathBuf>,
 }
 
 /// One `[[bastion]]` table.
@@ -132,9 +136,14 @@ pub struct BastionConfig {
     /// Offer only agent keys whose public half matches one of `identity_files` (OpenSSH's IdentitiesOnly).
     #[serde(default)]
     pub identities_only: bool,
-    /// known_hosts file holding the bastion's host key, under its instance id (like OpenSSH's HostKeyAlias) or its
-    /// address (`[addr]:port` when the port is not 22). Default `~/.ssh/known_hosts`.
+    /// The user's own known_hosts file, an extra (read-only) source of trust read with OpenSSH's semantics: the
+    /// bastion's key under its instance id (like OpenSSH's HostKeyAlias) or its address (`[addr]:port` when the port
+    /// is not 22), `@cert-authority` and `@revoked` lines. Default `~/.ssh/known_hosts`.
     pub known_hosts: Option<PathBuf>,
+    /// Pin a host key nothing vouches for on first contact. Off by default: first trust then needs the key's
+    /// fingerprint in the instance's console output, or `bastionctl trust`.
+    #[serde(default)]
+    pub trust_on_first_use: bool,
     /// Stop the bastion after no channel has been open for this long, e.g. `"15m"`.
     #[serde(default = "default_idle", with = "humantime_serde")]
     pub idle_timeout: Duration,
@@ -144,7 +153,8 @@ pub struct BastionConfig {
     /// Connect to this address instead of the Elastic IP / public IP that EC2 reports.
     pub address: Option<IpAddr>,
     /// Where it may forward to: CIDR blocks (`10.0.16.0/20`) and host-name patterns with `*` and `?`
-    /// (`*.internal`). Empty means nothing is allowed.
+    /// (`*.internal`). Unset (or empty) means the CIDR blocks of the bastion's VPC, found with DescribeVpcs.
+    /// Validated against [`crate::policy::refuse_open`]: nothing is open to the internet unless written `0.0.0.0/0`.
     #[serde(default)]
     pub targets: Vec<Spanned<String>>,
     /// Target ports that are allowed.
@@ -303,7 +313,7 @@ impl Config {
                 }
             }
             for (j, t) in b.targets.iter().enumerate() {
-                if let Err(msg) = parse_target(t.get_ref()) {
+                if let Err(msg) = parse_target(t.get_ref()).and_then(|r| crate::policy::refuse_open(t.get_ref(), &r)) {
                     return Err(invalid(t.span(), format!("bastion[{i}].targets[{j}]"), msg));
                 }
             }
@@ -325,6 +335,11 @@ impl Config {
     /// The control socket path: `[daemon] socket`, else the per-user default (see [`paths::default_socket_path`]).
     pub fn socket_path(&self) -> PathBuf {
         self.daemon.socket.as_deref().map(expand_tilde).unwrap_or_else(paths::default_socket_path)
+    }
+
+    /// bastionctl's pin file: `[daemon] pinned_host_keys`, else `$XDG_STATE_HOME/bastionctl/known_hosts`.
+    pub fn pinned_host_keys(&self) -> PathBuf {
+        self.daemon.pinned_host_keys.as_deref().map(expand_tilde).unwrap_or_else(crate::hostkeys::pins::default_path)
     }
 
     /// The log file of an auto-started daemon: `[daemon] log_file`, else `$XDG_STATE_HOME/bastionctl/daemon.log`.

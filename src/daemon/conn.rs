@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -12,13 +12,14 @@ use tracing::{debug, info, warn};
 use super::Shared;
 use crate::control::{self, ErrorReply, OkReply, Op, Reply, Request, VERSION};
 use crate::error::Error;
-use crate::lifecycle::Bastion;
+use crate::lifecycle::{Bastion, Lease};
+use crate::tunnel::BoxStream;
 use crate::policy;
 
 /// Bound on receiving the request line after connecting.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
-pub(super) async fn handle(shared: Arc<Shared>, stream: UnixStream, shutdown: CancellationToken) {
+pub(super) async fn handle(shared: Arc<Shared>, stream: UnixStream, _shutdown: CancellationToken) {
     let mut io = BufReader::new(stream);
     let req: Request = match tokio::time::timeout(REQUEST_TIMEOUT, control::read_line(&mut io)).await {
         Ok(Ok(req)) => req,
@@ -32,7 +33,7 @@ pub(super) async fn handle(shared: Arc<Shared>, stream: UnixStream, shutdown: Ca
     }
     debug!(?req.op, "request");
     let res = match req.op {
-        Op::Connect { host, port } => connect(&shared, &mut io, &host, port, &shutdown).await,
+        Op::Connect { host, port, framed } => connect(&shared, &mut io, &host, port, framed).await,
         Op::Up { bastion } => up(&shared, &mut io, bastion.as_deref()).await,
         Op::Down { bastion, force } => down(&shared, &mut io, bastion.as_deref(), force).await,
         Op::Status => {
@@ -61,14 +62,28 @@ fn find<'a>(shared: &'a Shared, name: Option<&str>) -> Result<&'a Bastion, Error
     Ok(shared.bastions.iter().find(|b| b.spec().name == name).expect("one actor per configured bastion"))
 }
 
-/// The first bastion whose targets allow `host:port`.
-fn route<'a>(shared: &'a Shared, host: &str, port: u16) -> Result<&'a Bastion, Error> {
+/// The first bastion whose allowed set (its `targets`, or its VPC's CIDR blocks) allows `host:port`. When none
+/// does and a VPC lookup failed, that EC2 error is returned (its hint names the missing permission).
+async fn route<'a>(shared: &'a Shared, host: &str, port: u16) -> Result<&'a Bastion, Error> {
     let mut reasons = Vec::new();
-    for b in &shared.bastions {
-        match policy::check(&b.spec().rules, &b.spec().target_ports, host, port) {
+    let mut lookup_error = None;
+    for (i, b) in shared.bastions.iter().enumerate() {
+        let set = match shared.targets.get(i, b).await {
+            Ok(set) => set,
+            Err(e) => {
+                warn!(bastion = %b.spec().name, "cannot look up its VPC's CIDR blocks (the default targets): {e}");
+                reasons.push(format!("bastion {}: its VPC's CIDR blocks are unknown ({e})", b.spec().name));
+                lookup_error.get_or_insert(e);
+                continue;
+            }
+        };
+        match policy::check(set, host, port) {
             Ok(()) => return Ok(b),
             Err(why) => reasons.push(format!("bastion {}: {why}", b.spec().name)),
         }
+    }
+    if let Some(e) = lookup_error {
+        return Err(Error::Ec2(e));
     }
     Err(Error::NotAllowed {
         host: host.into(),
@@ -101,32 +116,108 @@ async fn connect(
     io: &mut BufReader<UnixStream>,
     host: &str,
     port: u16,
-    shutdown: &CancellationToken,
+    framed: bool,
 ) -> Result<(), ErrorReply> {
-    let bastion = route(shared, host, port).inspect_err(|e| warn!("refused: {e}"))?;
+    let bastion = route(shared, host, port).await.inspect_err(|e| warn!("refused: {e}"))?;
     let lease = with_progress(io, bastion, bastion.acquire()).await?;
     let channel = lease.ready.session.open(host, port).await.map_err(Error::from)?;
-    info!(bastion = %bastion.spec().name, target = %format!("{host}:{port}"), "channel open");
-    control::write_line(io, &Reply::Ok(OkReply::default())).await.map_err(|e| {
+    let target = format!("{host}:{port}");
+    info!(bastion = %bastion.spec().name, %target, framed, "channel open");
+    let ok = OkReply { framed, ..OkReply::default() };
+    control::write_line(io, &Reply::Ok(ok)).await.map_err(|e| {
         Error::Aborted(format!("client went away before the tunnel started: {e}"))
     })?;
-    let mut channel = channel;
-    let res = tokio::select! {
-        r = tokio::io::copy_bidirectional(io, &mut channel) => r,
-        _ = shutdown.cancelled() => {
-            // Drain: keep forwarding until done or the daemon's grace period ends (the task is then dropped).
-            tokio::io::copy_bidirectional(io, &mut channel).await
-        }
-    };
-    match res {
-        Ok((up, down)) => info!(target = %format!("{host}:{port}"), up, down, "channel closed"),
-        Err(e) => {
-            warn!(target = %format!("{host}:{port}"), "channel failed: {e}");
-            let _ = io.get_mut().shutdown().await;
-        }
+    // On daemon shutdown the splice keeps going: the daemon's drain grace period bounds it (the task is dropped).
+    if framed {
+        splice_framed(io, channel, &lease, &target).await;
+    } else {
+        splice_raw(io, channel, &target).await;
     }
     drop(lease);
     Ok(())
+}
+
+/// Raw splice for clients that predate framing: both directions raw; a broken tunnel looks like an EOF to them.
+async fn splice_raw(io: &mut BufReader<UnixStream>, mut channel: BoxStream, target: &str) {
+    match tokio::io::copy_bidirectional(io, &mut channel).await {
+        Ok((up, down)) => info!(%target, up, down, "channel closed"),
+        Err(e) => {
+            warn!(%target, "channel failed: {e}");
+            let _ = io.get_mut().shutdown().await;
+        }
+    }
+}
+
+/// Bytes read from the channel per data frame.
+const FRAME_CHUNK: usize = 64 * 1024;
+
+/// Framed splice: client-to-target bytes raw, target-to-client bytes as [`control::Frame`]s ending in `E` (the
+/// target sent EOF) or `X` (the tunnel broke). One buffer each way, so memory per tunnel is bounded; backpressure
+/// comes from the socket (client side) and the channel window (bastion side).
+async fn splice_framed(io: &mut BufReader<UnixStream>, channel: BoxStream, lease: &Lease, target: &str) {
+    let buffered = io.buffer().to_vec();
+    io.consume(buffered.len());
+    let (sock_rd, mut sock_wr) = io.get_mut().split();
+    let (mut ch_rd, mut ch_wr) = tokio::io::split(channel);
+    let up = async {
+        let mut from_client = tokio::io::AsyncReadExt::chain(&buffered[..], sock_rd);
+        let res = tokio::io::copy(&mut from_client, &mut ch_wr).await;
+        // EOF (or a broken client socket) from the client becomes EOF to the target.
+        let _ = ch_wr.shutdown().await;
+        res
+    };
+    let down = async {
+        let mut buf = vec![0u8; 5 + FRAME_CHUNK];
+        let mut total: u64 = 0;
+        let end: Result<(), ErrorReply> = loop {
+            match ch_rd.read(&mut buf[5..]).await {
+                Ok(0) if lease.ready.session.is_closed() => break Err(broken(lease, target, "its SSH session ended")),
+                Ok(0) => break Ok(()),
+                Ok(n) => {
+                    buf[..5].copy_from_slice(&control::data_frame_head(n));
+                    sock_wr.write_all(&buf[..5 + n]).await.map_err(Gone)?;
+                    total += n as u64;
+                }
+                Err(e) => break Err(broken(lease, target, &format!("reading the channel failed: {e}"))),
+            }
+        };
+        match &end {
+            Ok(()) => sock_wr.write_all(&[control::FRAME_END]).await.map_err(Gone)?,
+            Err(e) => sock_wr.write_all(&control::error_frame(e)).await.map_err(Gone)?,
+        }
+        let _ = sock_wr.shutdown().await;
+        Ok::<_, Gone>((total, end))
+    };
+    tokio::pin!(up, down);
+    let (down_res, up_res) = tokio::select! {
+        d = &mut down => {
+            // After a clean end the client still may be sending; after a failure the channel is useless.
+            let u = match &d { Ok((_, Ok(()))) => Some(up.await), _ => None };
+            (d, u)
+        }
+        u = &mut up => (down.await, Some(u)),
+    };
+    let up_bytes = match up_res {
+        Some(Ok(n)) => n.to_string(),
+        Some(Err(e)) => format!("failed ({e})"),
+        None => "cut".into(),
+    };
+    match down_res {
+        Ok((down, Ok(()))) => info!(%target, up = %up_bytes, down, "channel closed"),
+        Ok((down, Err(e))) => warn!(%target, up = %up_bytes, down, "tunnel broke: {}", e.message),
+        Err(Gone(e)) => info!(%target, up = %up_bytes, "client went away: {e}"),
+    }
+}
+
+/// The client's socket failed while the daemon was writing to it.
+struct Gone(std::io::Error);
+
+fn broken(lease: &Lease, target: &str, why: &str) -> ErrorReply {
+    ErrorReply {
+        kind: "tunnel_broken".into(),
+        message: format!("the tunnel to {target} through the bastion at {} broke: {why}", lease.ready.addr),
+        hint: Some("run ssh again: bastionctl opens a new session to the bastion (the daemon log says more)".into()),
+    }
 }
 
 async fn up(shared: &Shared, io: &mut BufReader<UnixStream>, name: Option<&str>) -> Result<(), ErrorReply> {
@@ -140,7 +231,7 @@ async fn up(shared: &Shared, io: &mut BufReader<UnixStream>, name: Option<&str>)
         ready.addr,
         began.elapsed().as_secs_f64()
     );
-    let reply = Reply::Ok(OkReply { message: msg, address: Some(ready.addr.to_string()) });
+    let reply = Reply::Ok(OkReply { message: msg, address: Some(ready.addr.to_string()), framed: false });
     let _ = control::write_line(io, &reply).await;
     Ok(())
 }
@@ -148,6 +239,6 @@ async fn up(shared: &Shared, io: &mut BufReader<UnixStream>, name: Option<&str>)
 async fn down(shared: &Shared, io: &mut BufReader<UnixStream>, name: Option<&str>, force: bool) -> Result<(), ErrorReply> {
     let bastion = find(shared, name)?;
     let msg = with_progress(io, bastion, bastion.down(force)).await?;
-    let _ = control::write_line(io, &Reply::Ok(OkReply { message: msg, address: None })).await;
+    let _ = control::write_line(io, &Reply::Ok(OkReply { message: msg, address: None, framed: false })).await;
     Ok(())
 }

@@ -3,6 +3,7 @@
 
 mod conn;
 pub mod socket;
+pub mod targets;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,6 +16,7 @@ use tracing::{Instrument, info, info_span, warn};
 use crate::config::Config;
 use crate::ec2::Ec2Api;
 use crate::lifecycle::{Bastion, BastionSpec};
+use crate::ssh::hostkey::FirstTrust;
 use crate::ssh::{SshDialer, SshSettings};
 
 /// How long open channels may drain after shutdown is requested before the daemon exits anyway.
@@ -24,6 +26,8 @@ pub const DRAIN_GRACE: Duration = Duration::from_secs(30);
 pub(crate) struct Shared {
     pub config: Config,
     pub bastions: Vec<Bastion>,
+    /// Each bastion's allowed target set (configured, or its VPC's blocks once resolved).
+    pub targets: targets::Targets,
 }
 
 /// Builds one actor per bastion, each with its own SSH dialer from its config.
@@ -39,7 +43,13 @@ pub fn spawn_bastions(config: &Config, ec2: Arc<dyn Ec2Api>, shutdown: &Cancella
                 identities_only: b.identities_only,
                 known_hosts: b.known_hosts(),
             };
-            let dialer = Arc::new(SshDialer::new(settings));
+            let first_trust = FirstTrust {
+                pins: config.pinned_host_keys(),
+                trust_on_first_use: b.trust_on_first_use,
+                trust_command: crate::hostkeys::trust_command(&config.source, &b.name()),
+                console: Some(Arc::new(ec2.clone())),
+            };
+            let dialer = Arc::new(SshDialer::new(settings).with_first_trust(first_trust));
             Bastion::spawn(BastionSpec::from(b), ec2.clone(), dialer, shutdown.child_token())
         })
         .collect()
@@ -47,7 +57,8 @@ pub fn spawn_bastions(config: &Config, ec2: Arc<dyn Ec2Api>, shutdown: &Cancella
 
 /// Serves `listener` until `shutdown` is cancelled, then waits up to [`DRAIN_GRACE`] for open connections.
 pub async fn serve(config: Config, bastions: Vec<Bastion>, listener: UnixListener, shutdown: CancellationToken) {
-    let shared = Arc::new(Shared { config, bastions });
+    let targets = targets::Targets::new(&bastions);
+    let shared = Arc::new(Shared { config, bastions, targets });
     let tracker = TaskTracker::new();
     let me = nix::unistd::getuid().as_raw();
     let mut next_id: u64 = 0;
@@ -66,7 +77,8 @@ pub async fn serve(config: Config, bastions: Vec<Bastion>, listener: UnixListene
         match stream.peer_cred() {
             Ok(cred) if cred.uid() == me => {}
             Ok(cred) => {
-                warn!(uid = cred.uid(), pid = ?cred.pid(), "refused a control connection from another user");
+                warn!(uid = cred.uid(), pid = ?cred.pid(), "refused a control connection from another user (uid {})", cred.uid());
+                tracker.spawn(refuse(stream, me));
                 continue;
             }
             Err(e) => {
@@ -78,9 +90,40 @@ pub async fn serve(config: Config, bastions: Vec<Bastion>, listener: UnixListene
         let token = shutdown.clone();
         tracker.spawn(conn::handle(shared, stream, token).instrument(info_span!("conn", id = next_id)));
     }
+    // Stop accepting: new clients get "connection refused" at once instead of waiting in the backlog.
+    drop(listener);
     tracker.close();
     info!(open = tracker.len(), "shutting down; draining open connections for up to {}s", DRAIN_GRACE.as_secs());
     if tokio::time::timeout(DRAIN_GRACE, tracker.wait()).await.is_err() {
         warn!(open = tracker.len(), "drain grace period over; closing the remaining connections");
     }
+}
+
+/// Bound on telling a refused peer why before closing its connection.
+const REFUSE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Tells a peer of another uid that this daemon is not theirs, then closes the connection. Nothing the peer sent is
+/// read except to discard it (closing a Unix socket with unread data would reset the connection before the peer
+/// reads the reply).
+async fn refuse(mut stream: tokio::net::UnixStream, me: u32) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let reply = crate::control::Reply::Error(crate::control::ErrorReply {
+        kind: "forbidden".into(),
+        message: format!("this bastionctl daemon serves uid {me} only; run your own daemon with your own socket"),
+        hint: None,
+    });
+    let _ = tokio::time::timeout(REFUSE_TIMEOUT, async {
+        crate::control::write_line(&mut stream, &reply).await?;
+        stream.shutdown().await?;
+        let mut sink = [0u8; 4096];
+        let mut left: usize = 64 * 1024;
+        while left > 0 {
+            match stream.read(&mut sink).await? {
+                0 => break,
+                n => left = left.saturating_sub(n),
+            }
+        }
+        std::io::Result::Ok(())
+    })
+    .await;
 }

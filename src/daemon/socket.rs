@@ -22,6 +22,12 @@ pub enum SocketError {
         /// This process's uid.
         me: u32,
     },
+    /// The directory path is a symbolic link or not a directory (e.g. planted in `/tmp` by another user).
+    #[error("{dir} is a symbolic link or not a directory; refusing to use it (if you did not create it, another user may have: remove it, or set XDG_RUNTIME_DIR or [daemon] socket)")]
+    NotADirectory {
+        /// The path.
+        dir: PathBuf,
+    },
     /// Another daemon holds the lock.
     #[error("another bastionctl daemon is already running for {socket} (lock {lock} is held)")]
     AlreadyRunning {
@@ -46,18 +52,32 @@ fn io_err<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> S
     move |source| SocketError::Io { what, path: path.into(), source }
 }
 
-/// Creates the socket's directory with mode 0700 if missing, and checks an existing one is owned by this user and not
-/// group/world accessible.
+/// Creates the socket's directory with mode 0700 if missing, and checks an existing one is a real directory (not a
+/// symbolic link), owned by this user and not group/world accessible. The check is on the directory itself
+/// (`lstat`), so a link planted at `/tmp/bastionctl-<uid>` by another user is refused, not followed.
 pub fn prepare_dir(socket: &Path) -> Result<PathBuf, SocketError> {
     let dir = socket.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")).to_path_buf();
-    DirBuilder::new().recursive(true).mode(0o700).create(&dir).map_err(io_err("cannot create", &dir))?;
-    let meta = std::fs::metadata(&dir).map_err(io_err("cannot stat", &dir))?;
+    check_dir(&dir, true)?;
+    Ok(dir)
+}
+
+/// The checks of [`prepare_dir`] on `dir`, creating it (0700) first when `create` is set.
+/// Errors: [`SocketError::NotADirectory`], [`SocketError::Unsafe`], [`SocketError::Io`].
+pub fn check_dir(dir: &Path, create: bool) -> Result<(), SocketError> {
+    let dir = dir.to_path_buf();
+    if create {
+        DirBuilder::new().recursive(true).mode(0o700).create(&dir).map_err(io_err("cannot create", &dir))?;
+    }
+    let meta = std::fs::symlink_metadata(&dir).map_err(io_err("cannot stat", &dir))?;
+    if !meta.file_type().is_dir() {
+        return Err(SocketError::NotADirectory { dir });
+    }
     let me = nix::unistd::getuid().as_raw();
     let mode = meta.mode() & 0o777;
     if meta.uid() != me || mode & 0o077 != 0 {
         return Err(SocketError::Unsafe { dir, owner: meta.uid(), mode, me });
     }
-    Ok(dir)
+    Ok(())
 }
 
 /// The lock file next to the socket (`control.sock.lock`).
@@ -106,6 +126,24 @@ mod tests {
         let sock_mode = std::fs::metadata(&sock).unwrap().mode() & 0o777;
         assert_eq!((dir_mode, sock_mode), (0o700, 0o600));
         assert!(matches!(bind(&sock), Err(SocketError::AlreadyRunning { .. })));
+    }
+
+    #[test]
+    fn a_symlink_to_a_private_dir_is_refused_not_followed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let real = tmp.path().join("real");
+        DirBuilder::new().mode(0o700).create(&real).unwrap();
+        let link = tmp.path().join("bastionctl-0");
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        let err = prepare_dir(&link.join("control.sock")).unwrap_err();
+        assert!(matches!(err, SocketError::NotADirectory { .. }), "{err}");
+        assert!(err.to_string().contains("symbolic link"), "{err}");
+        let dangling = tmp.path().join("dangling");
+        std::os::unix::fs::symlink(tmp.path().join("nowhere"), &dangling).unwrap();
+        assert!(prepare_dir(&dangling.join("control.sock")).is_err());
+        assert!(!tmp.path().join("nowhere").exists(), "a dangling link is not followed to create its target");
+        std::fs::write(tmp.path().join("file"), "").unwrap();
+        assert!(prepare_dir(&tmp.path().join("file/control.sock")).is_err());
     }
 
     #[test]

@@ -9,7 +9,8 @@ use aws_config::BehaviorVersion;
 use aws_sdk_ec2::config::Region;
 use aws_sdk_ec2::config::retry::RetryConfig;
 use aws_sdk_ec2::config::timeout::TimeoutConfig;
-use aws_sdk_ec2::types::{Filter, Instance, InstanceStateName};
+use aws_sdk_ec2::types::{Filter, Instance, InstanceStateName, Vpc, VpcCidrBlockStateCode};
+use ipnet::IpNet;
 
 use super::{Ec2Api, Ec2Error, InstanceInfo, InstanceState};
 use crate::config::AwsConfig;
@@ -40,29 +41,13 @@ impl AwsEc2 {
     /// Credentials are resolved lazily on the first call, so missing ones show up there as
     /// [`Ec2Error::NoCredentials`]. Errors: [`Ec2Error::NoRegion`] when no region is configured anywhere.
     pub async fn from_config(cfg: &AwsConfig) -> Result<AwsEc2, Ec2Error> {
-        let timeouts = TimeoutConfig::builder()
-            .connect_timeout(CONNECT_TIMEOUT)
-            .operation_attempt_timeout(OPERATION_ATTEMPT_TIMEOUT)
-            .operation_timeout(OPERATION_TIMEOUT)
-            .build();
-        let mut loader = aws_config::defaults(BehaviorVersion::latest())
-            .timeout_config(timeouts)
-            .retry_config(RetryConfig::standard().with_max_attempts(MAX_ATTEMPTS));
-        if let Some(profile) = &cfg.profile {
-            loader = loader.profile_name(profile);
-        }
-        if let Some(region) = &cfg.region {
-            loader = loader.region(Region::new(region.clone()));
-        }
-        if let Some(url) = &cfg.endpoint_url {
-            loader = loader.endpoint_url(url);
-        }
-        let sdk_config = loader.load().await;
-        if sdk_config.region().is_none() {
-            return Err(Ec2Error::NoRegion);
-        }
-        let client = aws_sdk_ec2::Client::new(&sdk_config);
-        Ok(AwsEc2 { client, profile: cfg.profile.clone() })
+        let sdk_config = load_sdk_config(cfg).await?;
+        Ok(AwsEc2::from_sdk_config(&sdk_config, cfg.profile.clone()))
+    }
+
+    /// Builds the client from an SDK configuration made by [`load_sdk_config`]; `profile` is named in hints.
+    pub fn from_sdk_config(sdk_config: &aws_config::SdkConfig, profile: Option<String>) -> AwsEc2 {
+        AwsEc2 { client: aws_sdk_ec2::Client::new(sdk_config), profile }
     }
 
     /// Wraps an already-built client (tests, or callers with their own SDK configuration). Its timeouts and
@@ -83,6 +68,36 @@ impl AwsEc2 {
     {
         Ec2Error::from_sdk(operation, e, self.profile.as_deref())
     }
+}
+
+/// The SDK configuration [`AwsEc2::from_config`] uses: aws-config's default chains for credentials and region,
+/// overridden by the `[aws]` table's `profile`, `region` and `endpoint_url`, with [`CONNECT_TIMEOUT`],
+/// [`OPERATION_ATTEMPT_TIMEOUT`], [`OPERATION_TIMEOUT`] and standard retries of [`MAX_ATTEMPTS`].
+///
+/// Errors: [`Ec2Error::NoRegion`] when no region is configured anywhere.
+pub async fn load_sdk_config(cfg: &AwsConfig) -> Result<aws_config::SdkConfig, Ec2Error> {
+    let timeouts = TimeoutConfig::builder()
+        .connect_timeout(CONNECT_TIMEOUT)
+        .operation_attempt_timeout(OPERATION_ATTEMPT_TIMEOUT)
+        .operation_timeout(OPERATION_TIMEOUT)
+        .build();
+    let mut loader = aws_config::defaults(BehaviorVersion::latest())
+        .timeout_config(timeouts)
+        .retry_config(RetryConfig::standard().with_max_attempts(MAX_ATTEMPTS));
+    if let Some(profile) = &cfg.profile {
+        loader = loader.profile_name(profile);
+    }
+    if let Some(region) = &cfg.region {
+        loader = loader.region(Region::new(region.clone()));
+    }
+    if let Some(url) = &cfg.endpoint_url {
+        loader = loader.endpoint_url(url);
+    }
+    let sdk_config = loader.load().await;
+    if sdk_config.region().is_none() {
+        return Err(Ec2Error::NoRegion);
+    }
+    Ok(sdk_config)
 }
 
 /// `InvalidInstanceID.NotFound` / `.Malformed` from any call on one id becomes [`Ec2Error::NotFound`].
@@ -210,6 +225,66 @@ impl Ec2Api for AwsEc2 {
             .map_err(|e| not_found_for(instance_id, self.err("StopInstances", e)))?;
         Ok(())
     }
+
+    async fn vpc_cidrs(&self, vpc_id: &str) -> Result<Vec<IpNet>, Ec2Error> {
+        const OP: &str = "DescribeVpcs";
+        let out = self.client.describe_vpcs().vpc_ids(vpc_id).send().await.map_err(|e| match self.err(OP, e) {
+            Ec2Error::Api { code, .. } if code.starts_with("InvalidVpcID.") => {
+                Ec2Error::NotFound { what: format!("VPC {vpc_id}") }
+            }
+            e => e,
+        })?;
+        let vpc = out
+            .vpcs()
+            .iter()
+            .find(|v| v.vpc_id() == Some(vpc_id))
+            .ok_or_else(|| Ec2Error::NotFound { what: format!("VPC {vpc_id}") })?;
+        vpc_blocks(vpc)
+    }
+
+    async fn console_output(&self, instance_id: &str) -> Result<Option<String>, Ec2Error> {
+        const OP: &str = "GetConsoleOutput";
+        let out = self
+            .client
+            .get_console_output()
+            .instance_id(instance_id)
+            .send()
+            .await
+            .map_err(|e| not_found_for(instance_id, self.err(OP, e)))?;
+        let Some(b64) = out.output().filter(|s| !s.trim().is_empty()) else { return Ok(None) };
+        // EC2 may wrap the base64 text; the decoder wants it in one piece.
+        let b64: String = b64.chars().filter(|c| !c.is_whitespace()).collect();
+        let bytes = aws_smithy_types::base64::decode(&b64)
+            .map_err(|e| Ec2Error::BadResponse { operation: OP, detail: format!("console output is not base64: {e}") })?;
+        Ok(Some(String::from_utf8_lossy(&bytes).into_owned()))
+    }
+}
+
+/// The associated CIDR blocks of a VPC, primary first, without duplicates.
+fn vpc_blocks(vpc: &Vpc) -> Result<Vec<IpNet>, Ec2Error> {
+    const OP: &str = "DescribeVpcs";
+    let associated = |s: Option<&VpcCidrBlockStateCode>| s.is_none_or(|s| *s == VpcCidrBlockStateCode::Associated);
+    let v4 = vpc
+        .cidr_block_association_set()
+        .iter()
+        .filter(|a| associated(a.cidr_block_state().and_then(|s| s.state())))
+        .filter_map(|a| a.cidr_block());
+    let v6 = vpc
+        .ipv6_cidr_block_association_set()
+        .iter()
+        .filter(|a| associated(a.ipv6_cidr_block_state().and_then(|s| s.state())))
+        .filter_map(|a| a.ipv6_cidr_block());
+    let mut blocks: Vec<IpNet> = Vec::new();
+    for s in vpc.cidr_block().into_iter().chain(v4).chain(v6) {
+        let net = s.parse::<IpNet>().map_err(|_| Ec2Error::BadResponse {
+            operation: OP,
+            detail: format!("CIDR block `{s}` of {} is not a CIDR block", vpc.vpc_id().unwrap_or("the VPC")),
+        })?;
+        if !blocks.contains(&net.trunc()) {
+            blocks.push(net.trunc());
+        }
+    }
+    Ok(blocks)
 }
 
 #[cfg(test)]

@@ -158,9 +158,13 @@ impl Ec2Error {
                 Some("EC2 is throttling this account's API calls: try again in a minute".into())
             }
             Ec2Error::NoRegion => Some("set region in [aws] or AWS_REGION".into()),
-            Ec2Error::Timeout { .. } | Ec2Error::Network { .. } => {
-                Some("check network access to the EC2 endpoint (proxy, VPN, [aws] endpoint_url)".into())
-            }
+            Ec2Error::Timeout { .. } | Ec2Error::Network { .. } => Some(match proxy_settings() {
+                Some(p) => format!(
+                    "check network access to the EC2 endpoint: EC2 calls use the HTTP proxy from the environment \
+                     ({p}); check that the proxy runs, or list the endpoint's host in NO_PROXY"
+                ),
+                None => "check network access to the EC2 endpoint (proxy, VPN, [aws] endpoint_url)".into(),
+            }),
             _ => None,
         }
     }
@@ -207,6 +211,36 @@ impl Ec2Error {
 
 fn is_permission_code(code: &str) -> bool {
     PERMISSION_CODES.contains(&code) || code.starts_with("AccessDenied")
+}
+
+/// The proxy variables set in this process's environment, as the SDK's default HTTP client reads them
+/// (aws-smithy-http-client's `ProxyConfig::from_env`, on since BehaviorVersion 2025-08-07: `HTTPS_PROXY`,
+/// `HTTP_PROXY`, `ALL_PROXY` and `NO_PROXY`, upper case first), e.g. `HTTPS_PROXY=http://proxy:3128, NO_PROXY unset`.
+/// Credentials in a proxy URL are replaced by `***`. `None` when no proxy is set.
+fn proxy_settings() -> Option<String> {
+    fn get(names: [&'static str; 2]) -> Option<(&'static str, String)> {
+        names.into_iter().find_map(|n| std::env::var(n).ok().filter(|v| !v.is_empty()).map(|v| (n, v)))
+    }
+    let proxies: Vec<String> = [["HTTPS_PROXY", "https_proxy"], ["HTTP_PROXY", "http_proxy"], ["ALL_PROXY", "all_proxy"]]
+        .into_iter()
+        .filter_map(get)
+        .map(|(n, v)| format!("{n}={}", redact_userinfo(&v)))
+        .collect();
+    if proxies.is_empty() {
+        return None;
+    }
+    let no = get(["NO_PROXY", "no_proxy"]).map_or_else(|| "NO_PROXY unset".to_string(), |(n, v)| format!("{n}={v}"));
+    Some(format!("{}, {no}", proxies.join(", ")))
+}
+
+/// `scheme://user:pass@host` → `scheme://***@host`.
+fn redact_userinfo(url: &str) -> String {
+    let start = url.find("://").map_or(0, |i| i + 3);
+    let host_end = url[start..].find('/').map_or(url.len(), |i| start + i);
+    match url[start..host_end].rfind('@') {
+        Some(at) => format!("{}***{}", &url[..start], &url[start + at..]),
+        None => url.to_string(),
+    }
 }
 
 fn credentials_hint(profile: Option<&str>) -> String {
@@ -294,6 +328,13 @@ fn looks_secret(word: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn proxy_credentials_are_redacted() {
+        assert_eq!(super::redact_userinfo("http://u:secret@proxy:3128/x"), "http://***@proxy:3128/x");
+        assert_eq!(super::redact_userinfo("http://proxy:3128"), "http://proxy:3128");
+        assert_eq!(super::redact_userinfo("proxy:3128/a@b"), "proxy:3128/a@b");
+    }
+
     use super::*;
 
     fn api(operation: &'static str, code: &str) -> Ec2Error {

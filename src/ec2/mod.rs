@@ -3,8 +3,11 @@
 
 use std::net::IpAddr;
 
+use ipnet::IpNet;
+
 pub mod aws;
 pub mod error;
+pub mod permissions;
 
 pub use error::Ec2Error;
 
@@ -73,4 +76,11 @@ pub trait Ec2Api: Send + Sync + 'static {
     async fn start(&self, instance_id: &str) -> Result<(), Ec2Error>;
     /// StopInstances for one id.
     async fn stop(&self, instance_id: &str) -> Result<(), Ec2Error>;
+    /// DescribeVpcs for one id: every associated IPv4 and IPv6 CIDR block of the VPC (the primary block first),
+    /// the default target set of a bastion without `targets`. Errors: [`Ec2Error::NotFound`] if EC2 does not know
+    /// the VPC.
+    async fn vpc_cidrs(&self, vpc_id: &str) -> Result<Vec<IpNet>, Ec2Error>;
+    /// GetConsoleOutput for one id, decoded from base64 (invalid UTF-8 replaced): what the instance printed to its
+    /// serial console, where cloud-init writes the SSH host key fingerprints. `None` when EC2 has no output yet.
+    async fn console_output(&self, instance_id: &str) -> Result<Option<String>, Ec2Error>;
 }

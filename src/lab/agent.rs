@@ -46,6 +46,20 @@ impl Agent {
         s.sshd.as_mut().is_some_and(|p| p.exited().is_none())
     }
 
+    /// The bastion sshd listener's PID, while it runs.
+    pub fn sshd_pid(&self) -> Option<u32> {
+        let mut s = self.lock();
+        let p = s.sshd.as_mut()?;
+        if p.exited().is_some() { None } else { p.pid() }
+    }
+
+    /// Kills the bastion sshd and every session it forked (SIGKILL), as a crash would. The agent starts a new one at
+    /// its next poll, since the instance is still `running`.
+    pub fn kill_sshd(&self) {
+        let old = self.lock().sshd.take();
+        drop(old);
+    }
+
     /// How many times the agent has started the bastion sshd.
     pub fn sshd_starts(&self) -> u32 {
         self.lock().starts

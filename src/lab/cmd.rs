@@ -42,8 +42,8 @@ impl DaemonGuard {
 
 impl Lab {
     /// The environment every command of the lab gets: dummy AWS credentials, empty AWS config files, no IMDS, the
-    /// EC2 endpoint pointed at moto. Inherited `AWS_*` variables, `SSH_AUTH_SOCK` and `BASTIONCTL_CONFIG` are removed
-    /// by [`Lab::apply_env`].
+    /// EC2 endpoint pointed at moto (or at the [`super::Ec2Front`] in front of it). Inherited `AWS_*` variables,
+    /// `SSH_AUTH_SOCK` and `BASTIONCTL_CONFIG` are removed by [`Lab::apply_env`].
     pub fn env(&self) -> Vec<(String, String)> {
         let f = &self.files;
         [
@@ -53,7 +53,7 @@ impl Lab {
             ("AWS_SHARED_CREDENTIALS_FILE", f.aws_credentials.display().to_string()),
             ("AWS_EC2_METADATA_DISABLED", "true".to_string()),
             ("AWS_REGION", REGION.to_string()),
-            ("AWS_ENDPOINT_URL", self.moto.url()),
+            ("AWS_ENDPOINT_URL", self.ec2_endpoint_url()),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))

@@ -22,6 +22,8 @@ pub struct LabFiles {
     pub bastion_known_hosts: PathBuf,
     /// The known_hosts file of the real `ssh` client (private host and bastion).
     pub client_known_hosts: PathBuf,
+    /// bastionctl's own pin file (`[daemon] pinned_host_keys`), empty at first.
+    pub pinned_host_keys: PathBuf,
     /// The user's private key.
     pub identity: PathBuf,
     /// Script: the real `ssh` with the lab's ssh_config and environment (`lab-ssh private hostname`).
@@ -45,6 +47,7 @@ impl LabFiles {
             daemon_log: dir.join("daemon.log"),
             bastion_known_hosts: dir.join("bastion_known_hosts"),
             client_known_hosts: dir.join("client/known_hosts"),
+            pinned_host_keys: dir.join("state/pinned_known_hosts"),
             identity,
             lab_ssh: dir.join("lab-ssh"),
             lab_bastionctl: dir.join("lab-bastionctl"),
@@ -73,6 +76,8 @@ pub struct ProductConfig<'a> {
     pub idle_timeout: Duration,
     /// Start deadline.
     pub start_timeout: Duration,
+    /// Leave `targets` out (the daemon then allows the VPC's CIDR blocks).
+    pub vpc_default_targets: bool,
 }
 
 /// The bastionctl config (format in docs/CONTRACTS.md).
@@ -80,14 +85,15 @@ pub fn product_config(f: &LabFiles, c: &ProductConfig<'_>) -> String {
     format!(
         "# bastionctl lab config (generated)\n\
          [aws]\nregion = \"us-east-1\"\nendpoint_url = {endpoint}\n\n\
-         [daemon]\nsocket = {socket}\nlog_file = {log}\n\n\
+         [daemon]\nsocket = {socket}\nlog_file = {log}\npinned_host_keys = {pins}\n\n\
          [[bastion]]\nname = \"lab\"\ninstance_id = {id}\nuser = {user}\nport = {bport}\n\
          identity_files = [{identity}]\nagent = false\nknown_hosts = {kh}\n\
          idle_timeout = \"{idle}ms\"\nstart_timeout = \"{start}ms\"\n\
-         targets = [\"{paddr}/32\"]\ntarget_ports = [{pport}]\n",
+         {targets}target_ports = [{pport}]\n",
         endpoint = toml_str(c.endpoint_url),
         socket = toml_path(&f.socket),
         log = toml_path(&f.daemon_log),
+        pins = toml_path(&f.pinned_host_keys),
         id = toml_str(c.instance_id),
         user = toml_str(c.user),
         bport = c.bastion_port,
@@ -95,7 +101,10 @@ pub fn product_config(f: &LabFiles, c: &ProductConfig<'_>) -> String {
         kh = toml_path(&f.bastion_known_hosts),
         idle = c.idle_timeout.as_millis(),
         start = c.start_timeout.as_millis(),
-        paddr = c.private_addr,
+        targets = match c.vpc_default_targets {
+            true => String::new(),
+            false => format!("targets = [\"{}/32\"]\n", c.private_addr),
+        },
         pport = c.private_port,
     )
 }

@@ -12,7 +12,11 @@
 
 mod agent;
 mod cmd;
+mod ec2xml;
+pub mod faults;
 mod files;
+pub mod front;
+mod hostkeys;
 pub mod keys;
 pub mod moto;
 pub mod net;
@@ -31,6 +35,8 @@ use anyhow::Context;
 
 pub use cmd::DaemonGuard;
 pub use files::LabFiles;
+pub use front::{Ec2Front, Fault};
+pub use hostkeys::ConsoleFingerprints;
 
 use agent::Agent;
 use files::{HostBlock, ProductConfig, shell_quote};
@@ -58,6 +64,13 @@ pub struct LabOptions {
     pub bastion_addr: Ipv4Addr,
     /// The private host's listen address (loopback).
     pub private_addr: Ipv4Addr,
+    /// Put an [`Ec2Front`] (fault injection, held states) between the product and moto: the config's
+    /// `endpoint_url` and the lab environment's `AWS_ENDPOINT_URL` then point to it. Default false.
+    pub ec2_front: bool,
+    /// Leave `targets` out of the bastionctl config, so the daemon falls back to the CIDR blocks of the bastion's
+    /// VPC; the lab then also associates `<private_addr>/24` with the VPC (moto accepts a loopback block), so the
+    /// private host is inside the VPC without anything dialling 10.x. Default false (`targets = ["<private>/32"]`).
+    pub vpc_default_targets: bool,
 }
 
 impl LabOptions {
@@ -72,6 +85,8 @@ impl LabOptions {
             trust_bastion_key: true,
             bastion_addr: Ipv4Addr::new(127, 0, 2, 1),
             private_addr: Ipv4Addr::new(127, 0, 3, 1),
+            ec2_front: false,
+            vpc_default_targets: false,
         }
     }
 }
@@ -94,6 +109,7 @@ pub struct Lab {
     // and last the directory.
     agent: Agent,
     private_sshd: Proc,
+    front: Option<Ec2Front>,
     moto: Moto,
     _tmp: Option<tempfile::TempDir>,
 }
@@ -136,6 +152,9 @@ impl Lab {
         )?;
         let ec2 = moto.client();
         let world = world::seed(&ec2, &name, opts.bastion_addr).await.context("cannot seed moto")?;
+        if opts.vpc_default_targets {
+            world::associate_vpc_cidr(&ec2, &world.vpc_id, opts.private_addr, 24).await?;
+        }
 
         let mut private = SshdSpec {
             role: "private".into(),
@@ -159,6 +178,10 @@ impl Lab {
         bastion.write_files()?;
 
         let files = LabFiles::new(&dir, user_key.private.clone());
+        let front = match opts.ec2_front {
+            true => Some(Ec2Front::start(&moto.url()).await.context("cannot start the EC2 front")?),
+            false => None,
+        };
         let agent = Agent::spawn(ec2.clone(), world.instance_id.clone(), bastion.clone(), opts.boot_delay);
         let lab = Lab {
             opts,
@@ -174,6 +197,7 @@ impl Lab {
             ec2,
             agent,
             private_sshd,
+            front,
             moto,
             _tmp: tmp,
         };
@@ -203,7 +227,7 @@ impl Lab {
             ),
         )?;
         let product = ProductConfig {
-            endpoint_url: &self.moto.url(),
+            endpoint_url: &self.ec2_endpoint_url(),
             instance_id: &self.world.instance_id,
             user: &self.user,
             bastion_port: self.bastion.port,
@@ -211,6 +235,7 @@ impl Lab {
             private_port: self.private.port,
             idle_timeout: self.opts.idle_timeout,
             start_timeout: self.opts.start_timeout,
+            vpc_default_targets: self.opts.vpc_default_targets,
         };
         std::fs::write(&f.config, files::product_config(f, &product))?;
         let proxy = format!(
@@ -293,6 +318,16 @@ impl Lab {
     /// moto's URL, `http://127.0.0.1:<port>`.
     pub fn moto_url(&self) -> String {
         self.moto.url()
+    }
+
+    /// The EC2 front, when [`LabOptions::ec2_front`] is set.
+    pub fn front(&self) -> Option<&Ec2Front> {
+        self.front.as_ref()
+    }
+
+    /// The EC2 endpoint the product uses: the front's URL when there is one, else moto's.
+    pub fn ec2_endpoint_url(&self) -> String {
+        self.front.as_ref().map_or_else(|| self.moto.url(), Ec2Front::url)
     }
 
     /// The bastion sshd's address and port (the Elastic IP).

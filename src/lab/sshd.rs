@@ -73,7 +73,7 @@ impl SshdSpec {
              UseDNS no\n\
              PrintMotd no\n\
              PrintLastLog no\n\
-             MaxStartups 200\n\
+             MaxStartups 1000\n\
              MaxSessions 200\n\
              LogLevel {log_level}\n",
             role = self.role,

@@ -184,3 +184,15 @@ pub async fn elastic_ip_of(ec2: &Client, instance_id: &str) -> anyhow::Result<Op
         .context("DescribeAddresses")?;
     Ok(out.addresses.unwrap_or_default().into_iter().find_map(|a| a.public_ip))
 }
+
+/// Associates the block `<addr>/<prefix>` with the VPC (AssociateVpcCidrBlock; moto accepts loopback blocks).
+pub async fn associate_vpc_cidr(ec2: &Client, vpc_id: &str, addr: Ipv4Addr, prefix: u8) -> anyhow::Result<()> {
+    let block = ipnet::Ipv4Net::new(addr, prefix).context("bad prefix")?.trunc();
+    ec2.associate_vpc_cidr_block()
+        .vpc_id(vpc_id)
+        .cidr_block(block.to_string())
+        .send()
+        .await
+        .with_context(|| format!("AssociateVpcCidrBlock {block} to {vpc_id}"))?;
+    Ok(())
+}

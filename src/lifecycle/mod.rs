@@ -136,6 +136,11 @@ impl Bastion {
         &self.spec
     }
 
+    /// The EC2 client the bastion uses (the daemon also resolves default targets with it).
+    pub fn ec2(&self) -> &Arc<dyn Ec2Api> {
+        &self.ec2
+    }
+
     /// Progress messages of start attempts; subscribe before [`Bastion::acquire`] to see them all.
     pub fn progress(&self) -> &Progress {
         &self.progress

@@ -62,8 +62,15 @@ impl Starter {
     async fn wait_running(&self, id: &str, deadline: Instant) -> Result<(), Error> {
         let mut started = false;
         let mut last: Option<InstanceState> = None;
+        let timeout = |state: Option<InstanceState>| Error::StartTimeout {
+            bastion: self.spec.name.clone(),
+            instance_id: id.into(),
+            state: state.map_or_else(|| "unknown (DescribeInstances did not answer)".into(), |s| s.to_string()),
+            after: self.spec.start_timeout,
+        };
         loop {
-            let info = self.ec2.describe(id).await?;
+            // A slow DescribeInstances (retries with backoff) must not stretch the start beyond its deadline.
+            let info = tokio::time::timeout_at(deadline, self.ec2.describe(id)).await.map_err(|_| timeout(last))??;
             let state = info.state;
             match state {
                 InstanceState::Running => return Ok(()),
@@ -75,7 +82,7 @@ impl Starter {
                     });
                 }
                 InstanceState::Stopped if !started => {
-                    match self.ec2.start(id).await {
+                    match tokio::time::timeout_at(deadline, self.ec2.start(id)).await.map_err(|_| timeout(last))? {
                         Ok(()) => {
                             self.counters.start_calls.fetch_add(1, Ordering::Relaxed);
                             self.progress.say(format!("starting {id} (stopped → pending)"));
@@ -95,15 +102,12 @@ impl Starter {
                 _ => {}
             }
             last = Some(state);
-            if Instant::now() + POLL_INTERVAL > deadline {
-                return Err(Error::StartTimeout {
-                    bastion: self.spec.name.clone(),
-                    instance_id: id.into(),
-                    state: state.to_string(),
-                    after: self.spec.start_timeout,
-                });
+            // Wait up to the deadline itself, then give up naming the last state seen.
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(timeout(last));
             }
-            tokio::time::sleep(POLL_INTERVAL).await;
+            tokio::time::sleep(POLL_INTERVAL.min(deadline - now)).await;
         }
     }
 
@@ -122,14 +126,23 @@ impl Starter {
         }
     }
 
-    /// StopInstances; a bastion already stopping or stopped is fine.
+    /// StopInstances; a bastion already stopping, stopped or gone is fine. EC2 also refuses to stop an instance that
+    /// is still `pending` (`IncorrectInstanceState`): that is an error, so the caller keeps the bastion on its books
+    /// and tries again later instead of leaving it running.
     pub async fn stop(&self, id: &str) -> Result<(), Error> {
         match self.ec2.stop(id).await {
             Ok(()) => {
                 self.counters.stop_calls.fetch_add(1, Ordering::Relaxed);
                 Ok(())
             }
-            Err(Ec2Error::Api { code, .. }) if code == "IncorrectInstanceState" => Ok(()),
+            Err(Ec2Error::Api { operation, code, message }) if code == "IncorrectInstanceState" => {
+                match self.ec2.describe(id).await {
+                    Ok(info) if matches!(info.state, InstanceState::Pending | InstanceState::Running) => {
+                        Err(Ec2Error::Api { operation, code, message }.into())
+                    }
+                    _ => Ok(()),
+                }
+            }
             Err(e) => Err(e.into()),
         }
     }

@@ -93,6 +93,12 @@ impl Ec2Api for FakeEc2 {
         self.set(InstanceState::Stopping, Some(self.stopping_for));
         Ok(())
     }
+    async fn vpc_cidrs(&self, _vpc_id: &str) -> Result<Vec<ipnet::IpNet>, Ec2Error> {
+        Ok(vec!["10.0.0.0/16".parse().unwrap()])
+    }
+    async fn console_output(&self, _id: &str) -> Result<Option<String>, Ec2Error> {
+        Ok(None)
+    }
 }
 
 #[derive(Default)]
@@ -300,4 +306,42 @@ async fn a_dead_session_is_replaced_on_the_next_demand() {
     assert!(!second.ready.session.is_closed());
     assert_eq!(w.dialer.dials.load(Ordering::SeqCst), 2);
     assert_eq!(w.ec2.starts.load(Ordering::SeqCst), 1, "the instance was running: no second StartInstances");
+}
+
+/// Issue 4 case 15 (clock jumps, suspend). tokio's `Instant` is `CLOCK_MONOTONIC`, which on Linux does not advance
+/// while the machine is suspended: after a resume the idle clock and the keepalive timers carry on from where they
+/// were, so a suspend never fires them early. A jump of the clock (here: paused time advanced by hours in one step)
+/// must still never stop a bastion with a lease held, and must stop an idle one exactly once.
+#[tokio::test(start_paused = true)]
+async fn clock_jump_never_stops_with_a_lease_and_stops_an_idle_bastion_once() {
+    let w = stopped_world();
+    let lease = w.bastion.acquire().await.unwrap();
+    tokio::time::advance(Duration::from_secs(10 * 3600)).await;
+    tokio::task::yield_now().await;
+    let with_lease = w.ec2.stops.load(Ordering::SeqCst);
+    let idle_clock = w.bastion.status().await.idle_stop_in_secs;
+    drop(lease);
+    tokio::time::sleep(IDLE - Duration::from_secs(1)).await;
+    let early = w.ec2.stops.load(Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let on_time = w.ec2.stops.load(Ordering::SeqCst);
+    tokio::time::advance(Duration::from_secs(10 * 3600)).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let after_second_jump = w.ec2.stops.load(Ordering::SeqCst);
+    let pass = with_lease == 0 && idle_clock.is_none() && early == 0 && on_time == 1 && after_second_jump == 1;
+    #[cfg(feature = "lab")]
+    crate::lab::report::record(
+        "15",
+        "clock jump / suspend",
+        "no stop while a channel is open, whatever the clock does; an idle bastion is stopped once, idle_timeout after \
+         the last channel closed",
+        &format!(
+            "virtual clock jumped 10 h with a lease held: {with_lease} StopInstances, idle clock {idle_clock:?}; lease \
+             dropped: {early} stops at idle_timeout-1 s, {on_time} at +1 s; another 10 h jump: {after_second_jump} in \
+             total. Suspend: tokio's Instant is CLOCK_MONOTONIC (stops during suspend on Linux), so timers resume where \
+             they were; a dead session after resume is found by the keepalives within 15 s of wake time"
+        ),
+        pass,
+    );
+    assert!(pass, "{with_lease} {idle_clock:?} {early} {on_time} {after_second_jump}");
 }

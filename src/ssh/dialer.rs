@@ -8,7 +8,7 @@ use tokio::net::TcpStream;
 use tokio::time::{Instant, timeout_at};
 
 use super::handler::{ClientHandler, SessionEvents};
-use super::hostkey::HostKeyCheck;
+use super::hostkey::{FirstTrust, HostKeyCheck};
 use super::{RusshSession, SshError, auth, banner};
 use crate::tunnel::{Dialer, Progress, Session};
 
@@ -28,7 +28,8 @@ pub const KEEPALIVE_MAX: usize = 2;
 pub struct SshSettings {
     /// Login user on the bastion (`user`, e.g. `ec2-user`).
     pub user: String,
-    /// Private key files offered in this order (`identity_files`); unencrypted, or held by ssh-agent.
+    /// Private key files offered in this order (`identity_files`), each after its OpenSSH certificate
+    /// `PATH-cert.pub` if present; encrypted ones through ssh-agent or `SSH_ASKPASS` ([`crate::ssh::askpass`]).
     pub identity_files: Vec<std::path::PathBuf>,
     /// Whether to offer ssh-agent's keys (`agent`), found through `SSH_AUTH_SOCK`.
     pub agent: bool,
@@ -43,12 +44,20 @@ pub struct SshSettings {
 pub struct SshDialer {
     settings: SshSettings,
     config: Arc<russh::client::Config>,
+    first_trust: Option<FirstTrust>,
 }
 
 impl SshDialer {
     /// A dialer logging in with `settings`.
     pub fn new(settings: SshSettings) -> Self {
-        SshDialer { settings, config: Arc::new(client_config()) }
+        SshDialer { settings, config: Arc::new(client_config()), first_trust: None }
+    }
+
+    /// Also checks host keys against bastionctl's pin file and gives unknown keys first trust (console output,
+    /// then trust on first use when configured). Without this only `known_hosts` counts.
+    pub fn with_first_trust(mut self, first_trust: FirstTrust) -> Self {
+        self.first_trust = Some(first_trust);
+        self
     }
 
     /// The settings this dialer logs in with.
@@ -74,10 +83,19 @@ impl SshDialer {
         if let Err(e) = tcp.set_nodelay(self.config.nodelay) {
             tracing::debug!("set_nodelay: {e}");
         }
-        let hostkey =
-            HostKeyCheck { known_hosts: self.settings.known_hosts.clone(), instance_id: instance_id.to_string(), addr };
+        let hostkey = HostKeyCheck {
+            known_hosts: self.settings.known_hosts.clone(),
+            instance_id: instance_id.to_string(),
+            addr,
+            first_trust: self.first_trust.clone(),
+        };
+        // Like OpenSSH, ask for a host certificate only when a `@cert-authority` line could vouch for it.
+        let config = match hostkey.wants_certificates() {
+            true => Arc::new(with_certificates(client_config())),
+            false => self.config.clone(),
+        };
         let handler = ClientHandler { hostkey, events };
-        timeout_at(until, russh::client::connect_stream(self.config.clone(), tcp, handler))
+        timeout_at(until, russh::client::connect_stream(config, tcp, handler))
             .await
             .map_err(|_| timeout(format!("the SSH handshake with {addr}")))?
     }
@@ -92,6 +110,12 @@ fn client_config() -> russh::client::Config {
         inactivity_timeout: None,
         ..Default::default()
     }
+}
+
+/// `config` also advertising the certificate variant of every host key algorithm it accepts.
+fn with_certificates(mut config: russh::client::Config) -> russh::client::Config {
+    config.preferred.host_key_certificates = config.preferred.key.clone();
+    config
 }
 
 #[async_trait::async_trait]

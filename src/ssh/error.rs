@@ -25,36 +25,62 @@ pub enum SshError {
         /// The socket error.
         source: std::io::Error,
     },
-    /// The bastion's host key is in neither the instance id's nor the address's `known_hosts` entry.
+    /// The bastion's host key is trusted nowhere: not pinned, not in the config's `known_hosts`, not vouched for by
+    /// the console output, and trust on first use is off.
     #[error(
-        "the host key of bastion {instance_id} at {addr} ({fingerprint}) is not in {known_hosts}; refusing to connect",
-        known_hosts = known_hosts.display()
+        "the host key of bastion {instance_id} at {addr} ({fingerprint}) is not trusted: it is not pinned and not in \
+         {known_hosts}{console}; refusing to connect",
+        known_hosts = known_hosts.display(),
+        console = console.as_deref().map(|c| format!(", and {c}")).unwrap_or_default()
     )]
     HostKeyUnknown {
         /// The bastion's sshd address.
         addr: SocketAddr,
-        /// The bastion's EC2 instance id (the preferred `known_hosts` name).
+        /// The bastion's EC2 instance id (the name keys are pinned under).
         instance_id: String,
-        /// The `known_hosts` file that was searched (from the bastion's config).
+        /// The user's `known_hosts` file that was searched (the config's `known_hosts`).
         known_hosts: PathBuf,
         /// The offered key's fingerprint, `SHA256:...`.
         fingerprint: String,
-        /// The exact line to add to `known_hosts` once the fingerprint is verified, pinned by instance id:
-        /// `i-0123 ssh-ed25519 AAAA...`.
+        /// The exact line that pins the key by instance id, `i-0123 ssh-ed25519 AAAA...`, for a `known_hosts` file.
         key_line: String,
+        /// What the instance's console output said, e.g. `the console output shows no host key fingerprints`
+        /// (`None` when it was not consulted).
+        console: Option<String>,
+        /// The command that pins the key after confirmation, e.g. `bastionctl trust prod` (`None` without a pin
+        /// file).
+        trust_command: Option<String>,
     },
-    /// A `known_hosts` entry for the bastion holds a different key of the same type.
+    /// Another key is trusted for the bastion: pinned in bastionctl's file, or in the config's `known_hosts`.
     #[error(
-        "the host key of the bastion CHANGED: {known_hosts}:{line} ({name}) holds another key than the offered {fingerprint}; refusing to connect",
+        "the host key of bastion {name} CHANGED: {known_hosts}:{line} has {pinned_fingerprint}, but the bastion \
+         offers {fingerprint}; refusing to connect",
         known_hosts = known_hosts.display()
     )]
     HostKeyChanged {
-        /// The `known_hosts` file.
+        /// The file holding the trusted key (the pin file or the config's `known_hosts`).
         known_hosts: PathBuf,
         /// 1-based line number of the entry that no longer matches.
         line: usize,
         /// The name that matched that line (the instance id or the address).
         name: String,
+        /// The offered key's fingerprint, `SHA256:...`.
+        fingerprint: String,
+        /// The fingerprint of the key on that line, `SHA256:...`.
+        pinned_fingerprint: String,
+        /// The command that replaces the pin after confirmation, e.g. `bastionctl trust prod --replace`.
+        trust_command: Option<String>,
+    },
+    /// A `@revoked` line refuses the offered key (or the CA that signed its certificate).
+    #[error(
+        "the host key of the bastion ({fingerprint}) is REVOKED by {known_hosts}:{line}; refusing to connect",
+        known_hosts = known_hosts.display()
+    )]
+    HostKeyRevoked {
+        /// The file with the `@revoked` line.
+        known_hosts: PathBuf,
+        /// Its 1-based line number.
+        line: usize,
         /// The offered key's fingerprint, `SHA256:...`.
         fingerprint: String,
     },
@@ -82,6 +108,14 @@ pub enum SshError {
     KeyEncrypted {
         /// The identity file.
         path: PathBuf,
+    },
+    /// An identity file is passphrase-protected and the `SSH_ASKPASS` program gave no passphrase that decrypts it.
+    #[error("could not decrypt identity file {path}: {reason}", path = path.display())]
+    KeyPassphrase {
+        /// The identity file.
+        path: PathBuf,
+        /// Why (the program failed, was cancelled, or its passphrase was wrong); never the passphrase.
+        reason: String,
     },
     /// An identity file could not be read or parsed.
     #[error("could not load identity file {path}: {reason}", path = path.display())]
@@ -119,11 +153,12 @@ impl SshError {
         match self {
             SshError::Timeout { .. } => "timeout",
             SshError::Connect { .. } => "connect",
-            SshError::HostKeyUnknown { .. } | SshError::HostKeyChanged { .. } | SshError::KnownHosts { .. } => {
-                "host_key"
-            }
+            SshError::HostKeyUnknown { .. }
+            | SshError::HostKeyChanged { .. }
+            | SshError::HostKeyRevoked { .. }
+            | SshError::KnownHosts { .. } => "host_key",
             SshError::AuthFailed { .. } | SshError::NoIdentities => "auth",
-            SshError::KeyEncrypted { .. } | SshError::KeyLoad { .. } => "key",
+            SshError::KeyEncrypted { .. } | SshError::KeyPassphrase { .. } | SshError::KeyLoad { .. } => "key",
             SshError::ChannelRefused { .. } => "channel",
             SshError::Disconnected(_) => "disconnected",
             SshError::Protocol(_) => "protocol",
@@ -139,14 +174,31 @@ impl SshError {
                     .to_string()
             }
             SshError::Connect { .. } => "check the bastion's address, port and security group".to_string(),
-            SshError::HostKeyUnknown { known_hosts, fingerprint, key_line, .. } => format!(
-                "verify {fingerprint} out of band (e.g. `aws ec2 get-console-output` or the instance's \
-                 /etc/ssh/*.pub), then add this line to {}:\n  {key_line}",
-                known_hosts.display()
-            ),
-            SshError::HostKeyChanged { known_hosts, line, .. } => format!(
-                "if the bastion was rebuilt, verify the new key out of band and replace line {line} of {}; \
-                 otherwise someone may be intercepting the connection",
+            SshError::HostKeyUnknown { known_hosts, fingerprint, key_line, trust_command, .. } => {
+                let verify = format!(
+                    "verify {fingerprint} out of band (`aws ec2 get-console-output`, between BEGIN and END SSH HOST KEY \
+                     FINGERPRINTS, or the instance's /etc/ssh/*.pub)"
+                );
+                match trust_command {
+                    Some(cmd) => format!(
+                        "{verify}, then run `{cmd}` to pin it (or add this line to {}:\n  {key_line})",
+                        known_hosts.display()
+                    ),
+                    None => format!("{verify}, then add this line to {}:\n  {key_line}", known_hosts.display()),
+                }
+            }
+            SshError::HostKeyChanged { known_hosts, line, fingerprint, trust_command, .. } => {
+                let how = match trust_command {
+                    Some(cmd) => format!("run `{cmd} --replace` (or replace line {line} of {})", known_hosts.display()),
+                    None => format!("replace line {line} of {}", known_hosts.display()),
+                };
+                format!(
+                    "if the bastion was rebuilt, verify {fingerprint} out of band, then {how}; otherwise someone may be \
+                     intercepting the connection"
+                )
+            }
+            SshError::HostKeyRevoked { known_hosts, line, .. } => format!(
+                "the key was revoked on purpose (line {line} of {}); ask the bastion's administrator for its new key",
                 known_hosts.display()
             ),
             SshError::KnownHosts { path, .. } => format!("fix or remove the unreadable line in {}", path.display()),
@@ -155,9 +207,13 @@ impl SshError {
                  or set identity_files / agent in the bastion's config"
             ),
             SshError::KeyEncrypted { path } => format!(
-                "run `ssh-add {}` (bastionctl runs without a terminal and cannot ask for the passphrase)",
+                "run `ssh-add {}` (bastionctl runs without a terminal, so it cannot ask for the passphrase \
+                 unless SSH_ASKPASS is set and DISPLAY is set or SSH_ASKPASS_REQUIRE=force)",
                 path.display()
             ),
+            SshError::KeyPassphrase { path, .. } => {
+                format!("check the passphrase, or run `ssh-add {}` and set agent = true", path.display())
+            }
             SshError::KeyLoad { .. } => "fix the path in identity_files or regenerate the key".to_string(),
             SshError::NoIdentities => {
                 "set identity_files in the bastion's config, or start ssh-agent (SSH_AUTH_SOCK) with agent = true"
@@ -202,8 +258,17 @@ mod tests {
                 known_hosts: "/k".into(),
                 fingerprint: "SHA256:abc".into(),
                 key_line: "i-1 ssh-ed25519 AAAA".into(),
+                console: None,
+                trust_command: None,
             },
-            SshError::HostKeyChanged { known_hosts: "/k".into(), line: 3, name: "i-1".into(), fingerprint: "f".into() },
+            SshError::HostKeyChanged {
+                known_hosts: "/k".into(),
+                line: 3,
+                name: "i-1".into(),
+                fingerprint: "f".into(),
+                pinned_fingerprint: "p".into(),
+                trust_command: None,
+            },
             SshError::KnownHosts { path: "/k".into(), reason: "bad".into() },
             SshError::AuthFailed { user: "ec2-user".into(), addr, tried: vec!["/id (SHA256:x)".into()] },
             SshError::KeyEncrypted { path: "/home/u/.ssh/id_ed25519".into() },
@@ -211,6 +276,8 @@ mod tests {
             SshError::NoIdentities,
             SshError::ChannelRefused { host: "10.0.0.5".into(), port: 22, reason: "connect failed".into() },
             SshError::Disconnected("gone".into()),
+            SshError::HostKeyRevoked { known_hosts: "/k".into(), line: 2, fingerprint: "f".into() },
+            SshError::KeyPassphrase { path: "/id".into(), reason: "wrong".into() },
         ]
     }
 

@@ -89,9 +89,8 @@ impl Handler for ClientHandler {
     type Error = SshError;
 
     async fn check_server_key(&mut self, server_public_key: &PublicKeyOrCertificate) -> Result<bool, SshError> {
-        // A host certificate is judged by the key it certifies; `@cert-authority` lines are not supported.
-        let key = server_public_key.public_key();
-        self.hostkey.verify(&key)?;
+        // Certificates go to `@cert-authority` lines first and fall back to the key they certify.
+        self.hostkey.verify(server_public_key).await?;
         Ok(true)
     }
 

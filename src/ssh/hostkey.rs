@@ -1,195 +1,211 @@
-//! Host key verification against a `known_hosts` file, pinned by EC2 instance id.
+//! Host key verification during the SSH handshake, pinned by EC2 instance id.
 //!
-//! A bastion's public address can move to another instance (Elastic IPs are reassigned), so the instance id is the
-//! name looked up first, like OpenSSH's `HostKeyAlias`; the address (`127.0.2.1` for port 22, `[127.0.2.1]:2222`
-//! otherwise) is the fallback so an existing `known_hosts` keeps working. A key that matches neither is refused,
-//! never learned silently.
+//! The files decide first ([`crate::hostkeys::verify::decide`]: `@revoked` anywhere refuses, bastionctl's pin by
+//! instance id wins, then the config's `known_hosts` with OpenSSH's semantics). A key neither file knows gets first
+//! trust, in this order: pinned automatically when its fingerprint is in the instance's console output (EC2
+//! GetConsoleOutput, where cloud-init prints them); refused when the console lists other fingerprints; pinned when
+//! the config opts into trust on first use; otherwise refused with the `bastionctl trust` command to run.
 
+use std::fmt;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use russh::keys::{HashAlg, PublicKey, PublicKeyBase64};
+use russh::keys::{PublicKey, PublicKeyOrCertificate};
+
+pub use crate::hostkeys::{fingerprint, known_hosts_line, known_hosts_name};
+use crate::hostkeys::known_hosts::KnownHosts;
+use crate::hostkeys::verify::{Decision, HostNames, decide};
+use crate::hostkeys::console::{self, ConsoleSource};
+use crate::hostkeys::{cert, pins};
 
 use super::SshError;
+
+/// Bound on the GetConsoleOutput call made during a handshake.
+pub const CONSOLE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How a key nobody knows yet may come to be trusted (from the bastion's config).
+#[derive(Clone)]
+pub struct FirstTrust {
+    /// bastionctl's pin file (`[daemon] pinned_host_keys`).
+    pub pins: PathBuf,
+    /// Pin an unknown key without evidence (`trust_on_first_use`); never when the console contradicts it.
+    pub trust_on_first_use: bool,
+    /// The command that pins the key interactively, e.g. `bastionctl trust prod`.
+    pub trust_command: String,
+    /// Where the console output comes from; `None` skips the console check.
+    pub console: Option<Arc<dyn ConsoleSource>>,
+}
+
+impl fmt::Debug for FirstTrust {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FirstTrust")
+            .field("pins", &self.pins)
+            .field("trust_on_first_use", &self.trust_on_first_use)
+            .field("trust_command", &self.trust_command)
+            .field("console", &self.console.is_some())
+            .finish()
+    }
+}
 
 /// What a bastion's host key is checked against.
 #[derive(Debug, Clone)]
 pub struct HostKeyCheck {
-    /// The `known_hosts` file (from the bastion's config). A missing file means every key is unknown.
+    /// The config's `known_hosts` file, read-only with OpenSSH's semantics. A missing file is an empty one.
     pub known_hosts: PathBuf,
-    /// The bastion's EC2 instance id, the first name looked up.
+    /// The bastion's EC2 instance id: the pin's name, looked up first.
     pub instance_id: String,
-    /// The bastion's sshd address, the second name looked up.
+    /// The bastion's sshd address, looked up second in `known_hosts`.
     pub addr: SocketAddr,
+    /// First trust and the pin file; `None` means only `known_hosts` counts.
+    pub first_trust: Option<FirstTrust>,
 }
 
 impl HostKeyCheck {
-    /// Accepts `key` if the first of the instance id and the address that has an entry of the key's type holds
-    /// exactly this key. Errors: [`SshError::HostKeyChanged`] (an entry of that type holds another key),
-    /// [`SshError::HostKeyUnknown`] (no entry of that type), [`SshError::KnownHosts`] (unparsable entry).
-    #[allow(clippy::result_large_err)] // refusals are rare and carry the line for the user to add
-    pub fn verify(&self, key: &PublicKey) -> Result<(), SshError> {
-        let ip = self.addr.ip().to_string();
-        for (host, port) in [(self.instance_id.as_str(), 22), (ip.as_str(), self.addr.port())] {
-            match russh::keys::check_known_hosts_path(host, port, key, &self.known_hosts) {
-                Ok(true) => {
-                    tracing::debug!(name = %known_hosts_name(host, port), "host key matches {}", self.known_hosts.display());
-                    return Ok(());
-                }
-                Ok(false) => continue,
-                Err(russh::keys::Error::KeyChanged { line }) => {
-                    return Err(SshError::HostKeyChanged {
-                        known_hosts: self.known_hosts.clone(),
-                        line: file_line(&self.known_hosts, line),
-                        name: known_hosts_name(host, port),
-                        fingerprint: fingerprint(key),
-                    });
-                }
-                Err(e) => {
-                    return Err(SshError::KnownHosts { path: self.known_hosts.clone(), reason: e.to_string() });
-                }
+    fn names(&self) -> HostNames {
+        HostNames { instance_id: self.instance_id.clone(), addr: self.addr }
+    }
+
+    #[allow(clippy::result_large_err)] // see `verify`
+    fn load(path: &std::path::Path) -> Result<KnownHosts, SshError> {
+        KnownHosts::load(path).map_err(|e| SshError::KnownHosts { path: path.into(), reason: e.to_string() })
+    }
+
+    /// Whether the config's `known_hosts` has an `@cert-authority` line for this bastion (then the handshake asks
+    /// for host certificates). An unreadable file says no here; [`HostKeyCheck::verify`] reports it.
+    pub fn wants_certificates(&self) -> bool {
+        let Ok(kh) = KnownHosts::load(&self.known_hosts) else { return false };
+        self.names().lookups().iter().any(|(name, _)| kh.has_cert_authority_for(name))
+    }
+
+    /// Accepts or refuses `offered` (see the module doc). Errors: [`SshError::HostKeyRevoked`],
+    /// [`SshError::HostKeyChanged`] (with both fingerprints and the line), [`SshError::HostKeyUnknown`] (with the
+    /// `bastionctl trust` command), [`SshError::KnownHosts`] (unreadable file or line, or a pin that cannot be
+    /// written).
+    #[allow(clippy::result_large_err)] // refusals are rare and carry what the user needs
+    pub async fn verify(&self, offered: &PublicKeyOrCertificate) -> Result<(), SshError> {
+        let user = Self::load(&self.known_hosts)?;
+        let pins = match &self.first_trust {
+            Some(t) => Some(Self::load(&t.pins)?),
+            None => None,
+        };
+        let key = offered.public_key();
+        let trust_command = self.first_trust.as_ref().map(|t| t.trust_command.clone());
+        match decide(offered, &self.names(), pins.as_ref(), &user, cert::unix_now()) {
+            Decision::Trusted(by) => {
+                tracing::debug!(instance_id = %self.instance_id, "host key {} trusted by {by}", fingerprint(&key));
+                Ok(())
             }
+            Decision::Revoked { path, line } => {
+                Err(SshError::HostKeyRevoked { known_hosts: path, line, fingerprint: fingerprint(&key) })
+            }
+            Decision::Changed { path, line, name, pinned, .. } => Err(SshError::HostKeyChanged {
+                known_hosts: path,
+                line,
+                name,
+                fingerprint: fingerprint(&key),
+                pinned_fingerprint: pinned,
+                trust_command,
+            }),
+            Decision::Invalid { path, line, reason } => {
+                Err(SshError::KnownHosts { path, reason: format!("line {line} applies to this bastion but {reason}") })
+            }
+            Decision::Unknown => self.first_trust(&key).await,
         }
-        Err(SshError::HostKeyUnknown {
+    }
+
+    /// First trust for a key no file knows.
+    async fn first_trust(&self, key: &PublicKey) -> Result<(), SshError> {
+        let fp = fingerprint(key);
+        let unknown = |console: Option<String>| SshError::HostKeyUnknown {
             addr: self.addr,
             instance_id: self.instance_id.clone(),
             known_hosts: self.known_hosts.clone(),
-            fingerprint: fingerprint(key),
+            fingerprint: fp.clone(),
             key_line: known_hosts_line(&self.instance_id, key),
-        })
+            console,
+            trust_command: self.first_trust.as_ref().map(|t| t.trust_command.clone()),
+        };
+        let Some(t) = &self.first_trust else { return Err(unknown(None)) };
+        let (listed, said) = match &t.console {
+            Some(ec2) => self.console_fingerprints(ec2.as_ref()).await,
+            None => (Vec::new(), None),
+        };
+        if listed.contains(&fp) {
+            let line = self.pin(t, key, "the console output (GetConsoleOutput)").await?;
+            tracing::info!(instance_id = %self.instance_id, "host key {fp} matches the console output; pinned at {}:{line}", t.pins.display());
+            return Ok(());
+        }
+        if !listed.is_empty() {
+            return Err(unknown(Some(format!("the console output lists {}, not this key", listed.join(", ")))));
+        }
+        if t.trust_on_first_use {
+            let line = self.pin(t, key, "trust on first use").await?;
+            tracing::warn!(instance_id = %self.instance_id, "trusting host key {fp} on first use (trust_on_first_use = true); pinned at {}:{line}", t.pins.display());
+            return Ok(());
+        }
+        Err(unknown(said.or_else(|| Some("the console output shows no host key fingerprints".into()))))
+    }
+
+    /// The fingerprints in the console output, and what to tell the user when there are none for a reason.
+    async fn console_fingerprints(&self, ec2: &dyn ConsoleSource) -> (Vec<String>, Option<String>) {
+        match tokio::time::timeout(CONSOLE_TIMEOUT, ec2.console_output(&self.instance_id)).await {
+            Ok(Ok(Some(text))) => (console::fingerprints(&text), None),
+            Ok(Ok(None)) => (Vec::new(), Some("EC2 has no console output for it yet".into())),
+            Ok(Err(e)) => {
+                tracing::warn!(instance_id = %self.instance_id, "cannot read the console output: {e}");
+                (Vec::new(), Some(format!("its console output could not be read ({e})")))
+            }
+            Err(_) => (Vec::new(), Some(format!("GetConsoleOutput gave no answer within {CONSOLE_TIMEOUT:?}"))),
+        }
+    }
+
+    async fn pin(&self, t: &FirstTrust, key: &PublicKey, source: &'static str) -> Result<usize, SshError> {
+        let (path, id, key) = (t.pins.clone(), self.instance_id.clone(), key.clone());
+        let res = tokio::task::spawn_blocking(move || pins::pin(&path, &id, &key, source, false)).await;
+        match res {
+            Ok(Ok(line)) => Ok(line),
+            Ok(Err(e)) => Err(SshError::KnownHosts { path: t.pins.clone(), reason: e.to_string() }),
+            Err(e) => Err(SshError::KnownHosts { path: t.pins.clone(), reason: format!("pinning failed: {e}") }),
+        }
     }
 }
 
-/// The 1-based line of `path` that russh calls line `counted`: russh 0.65 does not count `#` comment lines.
-fn file_line(path: &Path, counted: usize) -> usize {
-    let Ok(text) = std::fs::read_to_string(path) else { return counted };
-    text.split_inclusive('\n')
-        .enumerate()
-        .filter(|(_, l)| !l.starts_with('#'))
-        .nth(counted.saturating_sub(1))
-        .map_or(counted, |(i, _)| i + 1)
-}
-
-/// The name OpenSSH writes in `known_hosts` for `host` on `port`: `host` for port 22, `[host]:port` otherwise.
-pub fn known_hosts_name(host: &str, port: u16) -> String {
-    if port == 22 { host.to_string() } else { format!("[{host}]:{port}") }
-}
-
-/// The `known_hosts` line that pins `key` to `name` (normally the instance id): `i-0123 ssh-ed25519 AAAA...`.
-pub fn known_hosts_line(name: &str, key: &PublicKey) -> String {
-    format!("{name} {} {}", key.algorithm().as_str(), key.public_key_base64())
-}
-
-/// The key's OpenSSH fingerprint, `SHA256:...` (what `ssh-keygen -lf` prints).
-pub fn fingerprint(key: &PublicKey) -> String {
-    key.fingerprint(HashAlg::Sha256).to_string()
+/// The host key `addr` offers, without logging in: a handshake that records the key and then declines it.
+/// Errors: [`SshError::Connect`], [`SshError::Timeout`] (after `within`), [`SshError::Protocol`].
+pub async fn fetch_host_key(addr: SocketAddr, within: Duration) -> Result<PublicKeyOrCertificate, SshError> {
+    struct Capture(Arc<Mutex<Option<PublicKeyOrCertificate>>>);
+    impl russh::client::Handler for Capture {
+        type Error = russh::Error;
+        async fn check_server_key(&mut self, key: &PublicKeyOrCertificate) -> Result<bool, russh::Error> {
+            let copy = match key {
+                PublicKeyOrCertificate::PublicKey { key, hash_alg } => {
+                    PublicKeyOrCertificate::PublicKey { key: key.clone(), hash_alg: *hash_alg }
+                }
+                PublicKeyOrCertificate::Certificate(c) => PublicKeyOrCertificate::Certificate(c.clone()),
+            };
+            *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(copy);
+            Ok(false)
+        }
+    }
+    let seen = Arc::new(Mutex::new(None));
+    let config = Arc::new(russh::client::Config::default());
+    let timeout = || SshError::Timeout { what: format!("the host key of {addr}"), after: within };
+    let tcp = tokio::time::timeout(within, tokio::net::TcpStream::connect(addr))
+        .await
+        .map_err(|_| timeout())?
+        .map_err(|source| SshError::Connect { addr, source })?;
+    let res = tokio::time::timeout(within, russh::client::connect_stream(config, tcp, Capture(seen.clone()))).await;
+    if let Some(key) = seen.lock().unwrap_or_else(|e| e.into_inner()).take() {
+        return Ok(key);
+    }
+    match res {
+        Err(_) => Err(timeout()),
+        Ok(Err(e)) => Err(SshError::from(e)),
+        Ok(Ok(_)) => Err(SshError::Protocol(format!("{addr} completed a handshake without showing a host key"))),
+    }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use russh::keys::PrivateKey;
-    use russh::keys::ssh_key::private::Ed25519Keypair;
-
-    /// A deterministic Ed25519 key for tests (no RNG needed).
-    fn test_key(seed: u8) -> PrivateKey {
-        PrivateKey::from(Ed25519Keypair::from_seed(&[seed; 32]))
-    }
-
-    fn check(dir: &tempfile::TempDir, port: u16) -> HostKeyCheck {
-        HostKeyCheck {
-            known_hosts: dir.path().join("known_hosts"),
-            instance_id: "i-0abc".to_string(),
-            addr: SocketAddr::from(([127, 0, 2, 1], port)),
-        }
-    }
-
-    fn write(c: &HostKeyCheck, lines: &[String]) {
-        std::fs::write(&c.known_hosts, lines.join("\n") + "\n").expect("write known_hosts");
-    }
-
-    #[test]
-    fn instance_id_line_matches() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let c = check(&dir, 2222);
-        let key = test_key(1).public_key().clone();
-        write(
-            &c,
-            &[
-                "# comment".to_string(),
-                known_hosts_line("i-other", &test_key(2).public_key().clone()),
-                known_hosts_line("i-0abc", &key),
-            ],
-        );
-        c.verify(&key).expect("accepted");
-    }
-
-    #[test]
-    fn address_port_line_matches() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let key = test_key(1).public_key().clone();
-        let c = check(&dir, 2222);
-        write(&c, &[known_hosts_line("[127.0.2.1]:2222", &key)]);
-        c.verify(&key).expect("accepted by [addr]:port");
-        // The same line does not match the address on another port; port 22 uses the bare address.
-        let c22 = HostKeyCheck { addr: SocketAddr::from(([127, 0, 2, 1], 22)), ..c.clone() };
-        assert!(matches!(c22.verify(&key), Err(SshError::HostKeyUnknown { .. })));
-        write(&c22, &[known_hosts_line("other,127.0.2.1", &key)]);
-        c22.verify(&key).expect("accepted by bare address in a comma list");
-    }
-
-    #[test]
-    fn changed_key_reports_the_line() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let c = check(&dir, 2222);
-        let old = test_key(1).public_key().clone();
-        let new = test_key(3).public_key().clone();
-        write(&c, &["# header".to_string(), known_hosts_line("somewhere", &old), known_hosts_line("i-0abc", &old)]);
-        match c.verify(&new) {
-            Err(SshError::HostKeyChanged { line, name, fingerprint: fp, .. }) => {
-                assert_eq!(line, 3);
-                assert_eq!(name, "i-0abc");
-                assert_eq!(fp, fingerprint(&new));
-            }
-            other => panic!("expected HostKeyChanged, got {other:?}"),
-        }
-    }
-
-    #[test]
-    fn instance_id_entry_wins_over_address() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let c = check(&dir, 2222);
-        let good = test_key(1).public_key().clone();
-        let evil = test_key(4).public_key().clone();
-        // The address line would accept `evil`, but the instance id says otherwise.
-        write(&c, &[known_hosts_line("[127.0.2.1]:2222", &evil), known_hosts_line("i-0abc", &good)]);
-        assert!(matches!(c.verify(&evil), Err(SshError::HostKeyChanged { line: 2, .. })));
-    }
-
-    #[test]
-    fn missing_file_is_unknown_and_says_what_to_add() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let c = check(&dir, 22);
-        let key = test_key(5).public_key().clone();
-        let err = c.verify(&key).expect_err("unknown");
-        let hint = err.hint().unwrap_or_default();
-        let SshError::HostKeyUnknown { key_line, fingerprint: fp, .. } = err else {
-            panic!("expected HostKeyUnknown, got {err:?}");
-        };
-        assert!(key_line.starts_with("i-0abc ssh-ed25519 AAAA"), "{key_line}");
-        assert!(fp.starts_with("SHA256:"));
-        assert!(hint.contains(key_line.as_str()));
-        // The suggested line really is accepted once added.
-        write(&c, std::slice::from_ref(&key_line));
-        c.verify(&key).expect("accepted after adding the suggested line");
-    }
-
-    #[test]
-    fn other_hosts_keys_do_not_count() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let c = check(&dir, 2222);
-        let key = test_key(1).public_key().clone();
-        write(&c, &[known_hosts_line("127.0.2.1", &key), known_hosts_line("i-0abcd", &key)]);
-        assert!(matches!(c.verify(&key), Err(SshError::HostKeyUnknown { .. })));
-    }
-}
+mod tests;

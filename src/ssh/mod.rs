@@ -6,11 +6,13 @@
 //! [`crate::tunnel::Session`] and opens one `direct-tcpip` channel per forwarded connection. Failures are
 //! [`SshError`]s that say what to do ([`SshError::hint`]).
 
+pub mod askpass;
 pub mod auth;
 pub mod banner;
 mod dialer;
 mod error;
 mod handler;
+mod identity;
 pub mod hostkey;
 mod session;
 

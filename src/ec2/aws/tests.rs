@@ -248,3 +248,45 @@ async fn refused_connection_is_a_network_error() {
     assert!(err.is_transient());
     assert!(!err.to_string().contains("secret"));
 }
+
+#[tokio::test]
+async fn vpc_cidrs_lists_every_associated_block_primary_first() {
+    use aws_sdk_ec2::operation::describe_vpcs::DescribeVpcsOutput;
+    use aws_sdk_ec2::types::{
+        Vpc, VpcCidrBlockAssociation, VpcCidrBlockState, VpcCidrBlockStateCode, VpcIpv6CidrBlockAssociation,
+    };
+    fn state(s: VpcCidrBlockStateCode) -> VpcCidrBlockState {
+        VpcCidrBlockState::builder().state(s).build()
+    }
+    fn v4(cidr: &str, s: VpcCidrBlockStateCode) -> VpcCidrBlockAssociation {
+        VpcCidrBlockAssociation::builder().cidr_block(cidr).cidr_block_state(state(s)).build()
+    }
+    let rule = mock!(Client::describe_vpcs).match_requests(|r| r.vpc_ids() == ["vpc-1234"]).then_output(move || {
+        let vpc = Vpc::builder()
+            .vpc_id("vpc-1234")
+            .cidr_block("10.0.0.0/16")
+            .cidr_block_association_set(v4("10.0.0.0/16", VpcCidrBlockStateCode::Associated))
+            .cidr_block_association_set(v4("100.64.0.0/20", VpcCidrBlockStateCode::Associated))
+            .cidr_block_association_set(v4("172.16.0.0/24", VpcCidrBlockStateCode::Disassociated))
+            .ipv6_cidr_block_association_set(
+                VpcIpv6CidrBlockAssociation::builder()
+                    .ipv6_cidr_block("2600:1f18:abcd:ef00::/56")
+                    .ipv6_cidr_block_state(state(VpcCidrBlockStateCode::Associated))
+                    .build(),
+            )
+            .build();
+        DescribeVpcsOutput::builder().vpcs(vpc).build()
+    });
+    let got = mock_ec2(&[&rule]).vpc_cidrs("vpc-1234").await.unwrap();
+    let want: Vec<IpNet> =
+        ["10.0.0.0/16", "100.64.0.0/20", "2600:1f18:abcd:ef00::/56"].iter().map(|s| s.parse().unwrap()).collect();
+    assert_eq!(got, want);
+}
+
+#[tokio::test]
+async fn vpc_cidrs_of_an_unknown_vpc_is_not_found() {
+    use aws_sdk_ec2::operation::describe_vpcs::DescribeVpcsError;
+    let rule = mock!(Client::describe_vpcs).then_error(|| DescribeVpcsError::generic(meta("InvalidVpcID.NotFound")));
+    let err = mock_ec2(&[&rule]).vpc_cidrs("vpc-0bad").await.unwrap_err();
+    assert!(matches!(&err, Ec2Error::NotFound { what } if what == "VPC vpc-0bad"), "{err:?}");
+}

@@ -1,0 +1,155 @@
+//! `bastionctl trust [BASTION] [--yes] [--replace]`: show the host key the bastion offers beside the fingerprints
+//! in its console output, and pin it by instance id after confirmation. Starts a stopped bastion to see its key.
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::net::SocketAddr;
+
+use anyhow::{Context, bail};
+use tokio::time::Instant;
+
+use crate::config::{BastionConfig, Config, InstanceRef};
+use crate::ec2::aws::AwsEc2;
+use crate::ec2::{Ec2Api, InstanceState};
+use crate::hostkeys::known_hosts::{KnownHosts, Lookup};
+use crate::hostkeys::verify::{Decision, HostNames, decide};
+use crate::hostkeys::{cert, console, fingerprint, pins};
+use crate::lifecycle::POLL_INTERVAL;
+use crate::ssh::hostkey::fetch_host_key;
+use crate::ssh::{HANDSHAKE_TIMEOUT, wait_for_banner};
+
+/// Runs `bastionctl trust`.
+pub async fn run(cfg: &Config, bastion: Option<String>, yes: bool, replace: bool) -> anyhow::Result<()> {
+    let b = cfg.bastion(bastion.as_deref()).map_err(anyhow::Error::msg)?;
+    let ec2 = AwsEc2::from_config(&cfg.aws).await?;
+    let id = match b.instance_ref() {
+        InstanceRef::Id(id) => id,
+        InstanceRef::NameTag(t) => ec2.find_by_name_tag(&t).await?,
+    };
+    let deadline = Instant::now() + b.start_timeout;
+    ensure_running(&ec2, b, &id, deadline).await?;
+    let addr = address(&ec2, b, &id).await?;
+    wait_for_banner(addr, deadline).await.with_context(|| format!("sshd of {id} at {addr} does not answer"))?;
+    let offered = fetch_host_key(addr, HANDSHAKE_TIMEOUT).await.with_context(|| format!("cannot get the host key of {addr}"))?;
+    let key = offered.public_key();
+    let fp = fingerprint(&key);
+    let pin_file = cfg.pinned_host_keys();
+
+    let user = KnownHosts::load(&b.known_hosts()).with_context(|| format!("cannot read {}", b.known_hosts().display()))?;
+    let pinned = KnownHosts::load(&pin_file).with_context(|| format!("cannot read {}", pin_file.display()))?;
+    let names = HostNames { instance_id: id.clone(), addr };
+    if let Decision::Revoked { path, line } = decide(&offered, &names, Some(&pinned), &user, cert::unix_now()) {
+        bail!("{fp} is revoked by {}:{line}; it cannot be trusted", path.display());
+    }
+    match pinned.lookup(&id.to_ascii_lowercase(), key.key_data()) {
+        Lookup::Found(e) => {
+            println!("{fp} is already pinned for {id} at {}:{}", pin_file.display(), e.line);
+            return Ok(());
+        }
+        Lookup::Changed(e) if !replace => bail!(
+            "{}:{} pins {} for {id}, but the bastion now offers {fp}.\n  hint: if the bastion was rebuilt, verify \
+             the new key and run `{} --replace`",
+            pin_file.display(),
+            e.line,
+            fingerprint(&e.key),
+            crate::hostkeys::trust_command(&cfg.source, &b.name())
+        ),
+        _ => {}
+    }
+
+    let certified = if offered.certificate().is_some() { " (inside a host certificate)" } else { "" };
+    eprintln!("bastion {} ({id}) at {addr} offers the host key{certified}:\n  {} {fp}", b.name(), key.algorithm());
+    let listed = console_fingerprints(&ec2, &id).await;
+    let matches = listed.contains(&fp);
+    if listed.is_empty() {
+        eprintln!("its console output shows no host key fingerprints (cloud-init prints them at boot); verify {fp} another way, e.g. on the instance: ssh-keygen -lf /etc/ssh/ssh_host_{}_key.pub", key_file_kind(&key));
+    } else {
+        eprintln!("its console output lists:");
+        for f in &listed {
+            eprintln!("  {f}{}", if *f == fp { "   <- matches the offered key" } else { "" });
+        }
+        if !matches {
+            eprintln!("WARNING: none of them is the offered key; someone may be intercepting the connection");
+        }
+    }
+    if !listed.is_empty() && !matches && yes {
+        bail!("the console output contradicts the offered key {fp}; refusing to pin it with --yes (check it, then run without --yes to confirm)");
+    }
+    if !yes && !confirm(&format!("Pin {fp} for {id} in {}? [y/N] ", pin_file.display())).await? {
+        bail!("not pinned");
+    }
+    let source = if matches { "bastionctl trust (matches the console output)" } else { "bastionctl trust" };
+    let (path, id2, key2) = (pin_file.clone(), id.clone(), key.clone());
+    let line = tokio::task::spawn_blocking(move || pins::pin(&path, &id2, &key2, source, replace)).await??;
+    println!("pinned {fp} for {id} (bastion {}) at {}:{line}", b.name(), pin_file.display());
+    Ok(())
+}
+
+/// Starts a stopped bastion and waits until EC2 says `running` (up to `deadline`).
+async fn ensure_running(ec2: &AwsEc2, b: &BastionConfig, id: &str, deadline: Instant) -> anyhow::Result<()> {
+    let mut started = false;
+    loop {
+        let state = ec2.describe(id).await?.state;
+        match state {
+            InstanceState::Running => return Ok(()),
+            InstanceState::ShuttingDown | InstanceState::Terminated => bail!("{id} is {state}: it has no host key to trust"),
+            InstanceState::Stopped if !started => {
+                eprintln!("starting {id} to see its host key (`bastionctl down {}` stops it again)", b.name());
+                ec2.start(id).await.with_context(|| format!("cannot start {id}"))?;
+                started = true;
+            }
+            _ => {}
+        }
+        if Instant::now() + POLL_INTERVAL > deadline {
+            bail!("{id} was still {state} after {}", humantime::format_duration(b.start_timeout));
+        }
+        tokio::time::sleep(POLL_INTERVAL).await;
+    }
+}
+
+/// The configured address, else the Elastic IP, else the public IP, on the bastion's port.
+async fn address(ec2: &AwsEc2, b: &BastionConfig, id: &str) -> anyhow::Result<SocketAddr> {
+    let ip = match b.address {
+        Some(ip) => ip,
+        None => match ec2.elastic_ip(id).await? {
+            Some(ip) => ip,
+            None => ec2.describe(id).await?.public_ip.with_context(|| format!("{id} has no Elastic IP or public IP"))?,
+        },
+    };
+    Ok(SocketAddr::new(ip, b.port))
+}
+
+async fn console_fingerprints(ec2: &AwsEc2, id: &str) -> Vec<String> {
+    match ec2.console_output(id).await {
+        Ok(Some(text)) => console::fingerprints(&text),
+        Ok(None) => Vec::new(),
+        Err(e) => {
+            eprintln!("cannot read the console output of {id}: {e}");
+            Vec::new()
+        }
+    }
+}
+
+/// `ssh_host_<kind>_key.pub`'s kind for the key's algorithm.
+fn key_file_kind(key: &russh::keys::PublicKey) -> &'static str {
+    match key.algorithm().as_str() {
+        "ssh-ed25519" => "ed25519",
+        "ssh-rsa" => "rsa",
+        _ => "ecdsa",
+    }
+}
+
+/// Asks `question` on the terminal; only `y`/`yes` confirms. Errors when stdin is not a terminal.
+async fn confirm(question: &str) -> anyhow::Result<bool> {
+    if !std::io::stdin().is_terminal() {
+        bail!("no terminal to confirm on: check the fingerprint above, then run again with --yes");
+    }
+    let question = question.to_string();
+    tokio::task::spawn_blocking(move || {
+        eprint!("{question}");
+        std::io::stderr().flush()?;
+        let mut answer = String::new();
+        std::io::stdin().lock().read_line(&mut answer)?;
+        Ok(matches!(answer.trim().to_ascii_lowercase().as_str(), "y" | "yes"))
+    })
+    .await?
+}

@@ -1,0 +1,80 @@
+//! Bastion host keys: which key a bastion may present, and how a key comes to be trusted.
+//!
+//! - [`pins`]: bastionctl's own known_hosts-format file, one key pinned per EC2 instance id (like OpenSSH's
+//!   `HostKeyAlias`), so a moved Elastic IP changes nothing and a rebuilt bastion (new key) is refused;
+//! - [`known_hosts`] + [`pattern`]: the user's `known_hosts`, read with OpenSSH's semantics (hashed names,
+//!   `[host]:port`, comma lists, `*`/`?`, `!`, tabs, `@revoked`, `@cert-authority`), and [`cert`] for host
+//!   certificates;
+//! - [`verify::decide`]: the precedence between the two;
+//! - [`console`]: the fingerprints cloud-init prints to the instance's console, the first-trust evidence.
+//!
+//! The SSH handshake side (first trust: console output, then trust-on-first-use when configured) is
+//! [`crate::ssh::hostkey`]; the interactive side is `bastionctl trust`.
+
+pub mod cert;
+pub mod console;
+pub mod known_hosts;
+pub mod pattern;
+pub mod pins;
+pub mod verify;
+
+use std::path::Path;
+
+use russh::keys::{HashAlg, PublicKey, PublicKeyBase64};
+
+/// The key's OpenSSH fingerprint, `SHA256:...` (what `ssh-keygen -lf` prints).
+pub fn fingerprint(key: &PublicKey) -> String {
+    key.fingerprint(HashAlg::Sha256).to_string()
+}
+
+/// The name OpenSSH writes in `known_hosts` for `host` on `port`: `host` for port 22, `[host]:port` otherwise.
+pub fn known_hosts_name(host: &str, port: u16) -> String {
+    if port == 22 { host.to_string() } else { format!("[{host}]:{port}") }
+}
+
+/// The `known_hosts` line that pins `key` to `name` (normally the instance id): `i-0123 ssh-ed25519 AAAA...`.
+pub fn known_hosts_line(name: &str, key: &PublicKey) -> String {
+    format!("{name} {} {}", key.algorithm().as_str(), key.public_key_base64())
+}
+
+/// The command that (re-)trusts bastion `bastion`: `bastionctl [--config PATH] trust NAME`, with `--config` when the
+/// config is not at the default location, quoted for a POSIX shell when needed.
+pub fn trust_command(config: &Path, bastion: &str) -> String {
+    let quote = |s: &str| {
+        if !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_./~:@%+=,".contains(c)) {
+            s.to_string()
+        } else {
+            format!("'{}'", s.replace('\'', r"'\''"))
+        }
+    };
+    let config_arg = match config == crate::paths::default_config_path() || config.as_os_str().is_empty() {
+        true => String::new(),
+        false => format!(" --config {}", quote(&config.display().to_string())),
+    };
+    format!("bastionctl{config_arg} trust {}", quote(bastion))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_defaults_are_safe() {
+        let text = "[[bastion]]\ninstance_id = \"i-0123456789abcdef0\"\ntargets = [\"10.0.0.0/16\"]\n";
+        let cfg = crate::config::Config::from_str(text, Path::new("/c.toml")).expect("valid");
+        assert!(!cfg.bastions[0].trust_on_first_use, "trust on first use is opt-in");
+        assert_eq!(cfg.pinned_host_keys(), pins::default_path());
+        assert!(pins::default_path().ends_with("bastionctl/known_hosts"));
+        let text = format!("[daemon]\npinned_host_keys = \"/p/kh\"\n{text}trust_on_first_use = true\n");
+        let cfg = crate::config::Config::from_str(&text, Path::new("/c.toml")).expect("valid");
+        assert!(cfg.bastions[0].trust_on_first_use);
+        assert_eq!(cfg.pinned_host_keys(), Path::new("/p/kh"));
+    }
+
+    #[test]
+    fn trust_command_names_the_config_when_not_default() {
+        assert_eq!(trust_command(&crate::paths::default_config_path(), "prod"), "bastionctl trust prod");
+        assert_eq!(trust_command(Path::new("/tmp/lab/b.toml"), "lab"), "bastionctl --config /tmp/lab/b.toml trust lab");
+        assert_eq!(trust_command(Path::new("/tmp/my dir/b.toml"), "a b"), "bastionctl --config '/tmp/my dir/b.toml' trust 'a b'");
+    }
+}

@@ -1,0 +1,64 @@
+//! Item 8: a SIGKILLed daemon leaves no bastion running for good: a restarted daemon adopts it and stops it after
+//! `idle_timeout`; a proxy started while no daemon runs starts one.
+
+use std::time::{Duration, Instant};
+
+use bastionctl::lab::{DaemonGuard, Lab};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+use super::common::*;
+
+/// SIGKILLs the daemon `guard` started (it must be the one serving the lab's socket) and waits until it is reaped.
+async fn sigkill_daemon(lab: &Lab, guard: &mut DaemonGuard) -> u32 {
+    let pid = lab.daemon_pid().await.unwrap_or_else(|| panic!("no daemon serves the socket{}", diag(lab)));
+    assert_eq!(Some(pid), guard.pid(), "the socket is served by another process{}", diag(lab));
+    kill(Pid::from_raw(pid as i32), Signal::SIGKILL).expect("SIGKILL the daemon");
+    wait_for(lab, "the killed daemon to be reaped", Duration::from_secs(10), || guard.exited().is_some()).await;
+    pid
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn case8_restarted_daemon_adopts_and_stops_the_bastion_and_a_proxy_starts_a_daemon() {
+    let idle = Duration::from_secs(4);
+    let lab = lab(opts(idle, Duration::from_secs(90))).await;
+    let mut first = lab.start_daemon().await.expect("daemon");
+    let (out, _) = ssh(&lab, "echo ok").await;
+    assert!(ok(&out, "ok\n"), "ssh: {}{}", stderr(&out), diag(&lab));
+
+    let killed = sigkill_daemon(&lab, &mut first).await;
+    let running_after_kill = lab.instance_state().await.unwrap_or_default();
+
+    // A new daemon adopts the running bastion and stops it after idle_timeout.
+    let t = Instant::now();
+    let second = lab.start_daemon().await;
+    let restarted = second.is_ok();
+    let stopped = lab.wait_instance_state("stopped", idle + STOP_SLACK).await.is_ok();
+    let stop_after = t.elapsed();
+    let adopted_in_time = stopped && stop_after >= idle && stop_after < idle + STOP_SLACK;
+    let mut second = second.unwrap_or_else(|e| panic!("second daemon: {e:#}{}", diag(&lab)));
+
+    // Kill that one too; a plain `ssh` (its proxy) finds no daemon and starts one in the background.
+    let killed2 = sigkill_daemon(&lab, &mut second).await;
+    let (auto, auto_took) = ssh(&lab, "echo ok").await;
+    let auto_ok = ok(&auto, "ok\n");
+    let auto_pid = lab.daemon_pid().await;
+    let new_daemon = auto_pid.is_some_and(|p| p != killed && p != killed2);
+    record(
+        &lab,
+        "8",
+        "Daemon SIGKILLed",
+        "a restarted daemon adopts the running bastion and stops it after idle_timeout; a proxy with no daemon starts one",
+        &format!(
+            "after SIGKILL the bastion was {running_after_kill}; a new daemon (up: {restarted}) stopped it {} after its \
+             start (idle_timeout {}); after killing that one too, ssh {} in {} with a daemon auto-started (pid {:?}, \
+             new: {new_daemon})",
+            if stopped { secs(stop_after) } else { "NEVER".into() },
+            secs(idle),
+            if auto_ok { "succeeded" } else { "FAILED" },
+            secs(auto_took),
+            auto_pid,
+        ),
+        running_after_kill == "running" && restarted && adopted_in_time && auto_ok && new_daemon,
+    );
+}
