@@ -276,3 +276,34 @@ async fn doctor_fails_with_the_fix_for_an_unknown_instance_and_a_missing_key() {
     fail_then_fix("no host key pinned for i-0000000000000dead", "trust lab");
     assert!(stdout.lines().any(|l| l.starts_with("PASS") && l.contains("AWS credentials resolve")), "{stdout}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn doctor_names_a_missing_permission_and_how_to_grant_it() {
+    let lab = lab(|o| o.ec2_front = true).await;
+    let front = lab.front().expect("the lab runs the EC2 front");
+    let denied = |action: &str| bastionctl::lab::Fault::Error {
+        status: 403,
+        code: "UnauthorizedOperation".into(),
+        message: format!("You are not authorized to perform this operation. (ec2:{action})"),
+    };
+    front.inject("StartInstances", denied("StartInstances"), 1);
+    front.inject("GetConsoleOutput", denied("GetConsoleOutput"), 1);
+
+    let out = run(&lab, &mut lab.bastionctl_command(["doctor"])).await;
+    let stdout = text(&out.stdout);
+    eprintln!("{stdout}");
+    assert!(!out.status.success(), "doctor passed with a permission missing:\n{stdout}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    for action in ["ec2:StartInstances", "ec2:GetConsoleOutput"] {
+        let i = lines
+            .iter()
+            .position(|l| l.starts_with("FAIL") && l.contains(action))
+            .unwrap_or_else(|| panic!("no FAIL line naming {action}:\n{stdout}"));
+        let fix = lines.get(i + 1).copied().unwrap_or_default();
+        assert!(fix.contains("fix:") && fix.contains(action) && fix.contains("iam-policy.json"), "fix for {action}: {fix}");
+    }
+    for allowed in ["ec2:StopInstances allowed", "ec2:DescribeInstances allowed"] {
+        assert!(lines.iter().any(|l| l.starts_with("PASS") && l.contains(allowed)), "no PASS `{allowed}`:\n{stdout}");
+    }
+    assert_eq!(lab.instance_state().await.unwrap(), "stopped");
+}
