@@ -6,16 +6,19 @@
 
 use std::fmt;
 use std::net::IpAddr;
-use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use ipnet::IpNet;
 use serde::Deserialize;
 use toml::Spanned;
-use toml::de::{DeTable, DeValue};
 
 use crate::paths;
+
+mod locate;
+mod validate;
+
+use locate::parse_message;
 
 /// Default `idle_timeout`: how long the bastion may sit with no open channel before it is stopped.
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(15 * 60);
@@ -248,79 +251,6 @@ impl Config {
         Ok(cfg)
     }
 
-    fn validate(&self, text: &str) -> Result<(), ConfigError> {
-        let invalid = |span: std::ops::Range<usize>, key: String, message: String| ConfigError::Invalid {
-            path: self.source.clone(),
-            line: line_of(text, span.start),
-            key,
-            message,
-        };
-        // For values that carry no span of their own: the line of the key (or of the `[[bastion]]` header).
-        let invalid_at = |key: String, message: String| ConfigError::Invalid {
-            path: self.source.clone(),
-            line: key_span(text, &key).map_or(1, |s| line_of(text, s.start)),
-            key,
-            message,
-        };
-        if self.bastions.is_empty() {
-            return Err(ConfigError::Invalid {
-                path: self.source.clone(),
-                line: 1,
-                key: "bastion".into(),
-                message: "no [[bastion]] table: add one with instance_id or name_tag (see config/bastionctl.example.toml)"
-                    .into(),
-            });
-        }
-        let mut names = std::collections::HashMap::new();
-        for (i, b) in self.bastions.iter().enumerate() {
-            match (&b.instance_id, &b.name_tag) {
-                (Some(a), Some(_)) => {
-                    return Err(invalid(a.span(), format!("bastion[{i}].instance_id"),
-                        "set either instance_id or name_tag, not both".into()));
-                }
-                (None, None) => {
-                    return Err(invalid_at(
-                        format!("bastion[{i}]"),
-                        "set instance_id = \"i-...\" or name_tag = \"...\" to say which EC2 instance is the bastion"
-                            .into(),
-                    ));
-                }
-                (Some(id), None) if !valid_instance_id(id.get_ref()) => {
-                    return Err(invalid(id.span(), format!("bastion[{i}].instance_id"),
-                        format!("`{}` is not an EC2 instance id (expected i- followed by 8 or 17 hex digits)", id.get_ref())));
-                }
-                _ => {}
-            }
-            if let Some(first) = names.insert(b.name(), i) {
-                let message = format!(
-                    "bastion[{i}] has the same name `{}` as bastion[{first}]: give each a distinct `name = \"...\"`",
-                    b.name()
-                );
-                // Point at whatever produced the name: `name`, else `instance_id` / `name_tag`.
-                return Err(match (&b.name, &b.instance_id, &b.name_tag) {
-                    (Some(_), _, _) => invalid_at(format!("bastion[{i}].name"), message),
-                    (None, Some(id), _) => invalid(id.span(), format!("bastion[{i}].instance_id"), message),
-                    (None, None, Some(tag)) => invalid(tag.span(), format!("bastion[{i}].name_tag"), message),
-                    (None, None, None) => invalid_at(format!("bastion[{i}]"), message),
-                });
-            }
-            for (key, value) in [("idle_timeout", b.idle_timeout), ("start_timeout", b.start_timeout)] {
-                if value.is_zero() {
-                    return Err(invalid_at(
-                        format!("bastion[{i}].{key}"),
-                        format!("{key} must be longer than zero, e.g. \"15m\" or \"90s\""),
-                    ));
-                }
-            }
-            for (j, t) in b.targets.iter().enumerate() {
-                if let Err(msg) = parse_target(t.get_ref()).and_then(|r| crate::policy::refuse_open(t.get_ref(), &r)) {
-                    return Err(invalid(t.span(), format!("bastion[{i}].targets[{j}]"), msg));
-                }
-            }
-        }
-        Ok(())
-    }
-
     /// Finds a bastion by its [`BastionConfig::name`]; `None` picks the first. Errors list the known names.
     pub fn bastion(&self, name: Option<&str>) -> Result<&BastionConfig, String> {
         match name {
@@ -406,7 +336,7 @@ pub fn parse_target(s: &str) -> Result<TargetRule, String> {
     Ok(TargetRule::Pattern(s.to_ascii_lowercase()))
 }
 
-fn valid_instance_id(id: &str) -> bool {
+pub(super) fn valid_instance_id(id: &str) -> bool {
     id.strip_prefix("i-")
         .is_some_and(|hex| matches!(hex.len(), 8 | 17) && hex.chars().all(|c| c.is_ascii_hexdigit()))
 }
@@ -417,101 +347,6 @@ pub fn expand_tilde(p: &Path) -> PathBuf {
         Ok(rest) => paths::home().join(rest),
         Err(_) => p.to_path_buf(),
     }
-}
-
-fn line_of(text: &str, offset: usize) -> usize {
-    text[..offset.min(text.len())].bytes().filter(|&b| b == b'\n').count() + 1
-}
-
-/// A TOML parser/deserializer error with the dotted key path it concerns added to its first line
-/// (`TOML parse error at line 3, column 16, key `bastion[0].idle_timeout``), so that a wrong value, not only an
-/// unknown key, names its key.
-fn parse_message(text: &str, e: &toml::de::Error) -> String {
-    let mut msg = e.to_string();
-    if e.message().ends_with("expected a duration") {
-        msg = format!("{} (write a string such as \"90s\", \"15m\" or \"1h 30m\")", msg.trim_end());
-    }
-    let Some(key) = e.span().and_then(|s| key_at(text, s.start)) else { return msg };
-    match msg.split_once('\n') {
-        Some((first, rest)) if first.starts_with("TOML parse error at line") => format!("{first}, key `{key}`\n{rest}"),
-        _ => format!("{}\nin key `{key}`", msg.trim_end()),
-    }
-}
-
-/// Visitor of [`walk_keys`]: `(dotted path, span of the key or array element, the value)`; true stops the walk.
-type KeyVisitor<'a> = dyn FnMut(&str, Range<usize>, &Spanned<DeValue<'_>>) -> bool + 'a;
-
-/// Calls `f(path, span, value)` for every key and array element of the document, depth first, with `path` in the
-/// form used by [`ConfigError::Invalid`] (`bastion[0].targets[1]`) and `span` the key's (or the element's) position.
-/// Stops when `f` returns true. A document that is not valid TOML is not walked.
-fn walk_keys(text: &str, f: &mut KeyVisitor<'_>) -> bool {
-    fn table(t: &DeTable<'_>, path: &mut String, f: &mut KeyVisitor<'_>) -> bool {
-        for (k, v) in t.iter() {
-            let len = path.len();
-            if !path.is_empty() {
-                path.push('.');
-            }
-            path.push_str(k.get_ref());
-            if f(path, k.span(), v) || value(v, path, f) {
-                return true;
-            }
-            path.truncate(len);
-        }
-        false
-    }
-    fn value(v: &Spanned<DeValue<'_>>, path: &mut String, f: &mut KeyVisitor<'_>) -> bool {
-        match v.get_ref() {
-            DeValue::Table(t) => table(t, path, f),
-            DeValue::Array(a) => a.iter().enumerate().any(|(j, e)| {
-                let len = path.len();
-                path.push_str(&format!("[{j}]"));
-                // Inner keys first: an inline table's span covers them all.
-                let found = value(e, path, f) || f(path, e.span(), e);
-                path.truncate(len);
-                found
-            }),
-            _ => false,
-        }
-    }
-    match DeTable::parse(text) {
-        Ok(doc) => table(doc.get_ref(), &mut String::new(), f),
-        Err(_) => false,
-    }
-}
-
-/// The dotted key path whose key or scalar value covers byte `offset` (where the deserializer reported an error).
-fn key_at(text: &str, offset: usize) -> Option<String> {
-    let mut found = None;
-    walk_keys(text, &mut |path, key_span, v| {
-        let scalar = !matches!(v.get_ref(), DeValue::Table(_) | DeValue::Array(_));
-        let hit = key_span.contains(&offset) || (scalar && v.span().contains(&offset));
-        if hit {
-            found = Some(path.to_string());
-        }
-        hit
-    });
-    // An error on a whole array or inline table (e.g. `identity_files = { a = 1 }`) names the key holding it.
-    if found.is_none() {
-        walk_keys(text, &mut |path, _, v| {
-            if v.span().contains(&offset) {
-                found = Some(path.to_string());
-            }
-            false
-        });
-    }
-    found
-}
-
-/// Where the key at dotted path `key` (e.g. `bastion[1].name`, or `bastion[1]` for its `[[bastion]]` header) is.
-fn key_span(text: &str, key: &str) -> Option<Range<usize>> {
-    let mut found = None;
-    walk_keys(text, &mut |path, span, _| {
-        if path == key {
-            found = Some(span);
-        }
-        found.is_some()
-    });
-    found
 }
 
 #[cfg(test)]

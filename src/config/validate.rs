@@ -1,0 +1,80 @@
+//! Checks on a parsed config that the types alone cannot express; each error names file, line and key.
+
+use super::locate::{key_span, line_of};
+use super::{Config, ConfigError, parse_target, valid_instance_id};
+
+impl Config {
+    /// Validates `self`, parsed from `text` (for line numbers).
+    pub(super) fn validate(&self, text: &str) -> Result<(), ConfigError> {
+        let invalid = |span: std::ops::Range<usize>, key: String, message: String| ConfigError::Invalid {
+            path: self.source.clone(),
+            line: line_of(text, span.start),
+            key,
+            message,
+        };
+        // For values that carry no span of their own: the line of the key (or of the `[[bastion]]` header).
+        let invalid_at = |key: String, message: String| ConfigError::Invalid {
+            path: self.source.clone(),
+            line: key_span(text, &key).map_or(1, |s| line_of(text, s.start)),
+            key,
+            message,
+        };
+        if self.bastions.is_empty() {
+            return Err(ConfigError::Invalid {
+                path: self.source.clone(),
+                line: 1,
+                key: "bastion".into(),
+                message: "no [[bastion]] table: add one with instance_id or name_tag (see config/bastionctl.example.toml)"
+                    .into(),
+            });
+        }
+        let mut names = std::collections::HashMap::new();
+        for (i, b) in self.bastions.iter().enumerate() {
+            match (&b.instance_id, &b.name_tag) {
+                (Some(a), Some(_)) => {
+                    return Err(invalid(a.span(), format!("bastion[{i}].instance_id"),
+                        "set either instance_id or name_tag, not both".into()));
+                }
+                (None, None) => {
+                    return Err(invalid_at(
+                        format!("bastion[{i}]"),
+                        "set instance_id = \"i-...\" or name_tag = \"...\" to say which EC2 instance is the bastion"
+                            .into(),
+                    ));
+                }
+                (Some(id), None) if !valid_instance_id(id.get_ref()) => {
+                    return Err(invalid(id.span(), format!("bastion[{i}].instance_id"),
+                        format!("`{}` is not an EC2 instance id (expected i- followed by 8 or 17 hex digits)", id.get_ref())));
+                }
+                _ => {}
+            }
+            if let Some(first) = names.insert(b.name(), i) {
+                let message = format!(
+                    "bastion[{i}] has the same name `{}` as bastion[{first}]: give each a distinct `name = \"...\"`",
+                    b.name()
+                );
+                // Point at whatever produced the name: `name`, else `instance_id` / `name_tag`.
+                return Err(match (&b.name, &b.instance_id, &b.name_tag) {
+                    (Some(_), _, _) => invalid_at(format!("bastion[{i}].name"), message),
+                    (None, Some(id), _) => invalid(id.span(), format!("bastion[{i}].instance_id"), message),
+                    (None, None, Some(tag)) => invalid(tag.span(), format!("bastion[{i}].name_tag"), message),
+                    (None, None, None) => invalid_at(format!("bastion[{i}]"), message),
+                });
+            }
+            for (key, value) in [("idle_timeout", b.idle_timeout), ("start_timeout", b.start_timeout)] {
+                if value.is_zero() {
+                    return Err(invalid_at(
+                        format!("bastion[{i}].{key}"),
+                        format!("{key} must be longer than zero, e.g. \"15m\" or \"90s\""),
+                    ));
+                }
+            }
+            for (j, t) in b.targets.iter().enumerate() {
+                if let Err(msg) = parse_target(t.get_ref()).and_then(|r| crate::policy::refuse_open(t.get_ref(), &r)) {
+                    return Err(invalid(t.span(), format!("bastion[{i}].targets[{j}]"), msg));
+                }
+            }
+        }
+        Ok(())
+    }
+}
