@@ -66,7 +66,7 @@ fn walk_keys(text: &str, f: &mut KeyVisitor<'_>) -> bool {
 }
 
 /// The dotted key path whose key or scalar value covers byte `offset` (where the deserializer reported an error).
-fn key_at(text: &str, offset: usize) -> Option<String> {
+pub(super) fn key_at(text: &str, offset: usize) -> Option<String> {
     let mut found = None;
     walk_keys(text, &mut |path, key_span, v| {
         let scalar = !matches!(v.get_ref(), DeValue::Table(_) | DeValue::Array(_));

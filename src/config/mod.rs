@@ -19,6 +19,8 @@ mod locate;
 mod validate;
 
 use locate::parse_message;
+#[cfg(test)]
+use locate::{key_at, key_span, line_of};
 
 /// Default `idle_timeout`: how long the bastion may sit with no open channel before it is stopped.
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(15 * 60);
