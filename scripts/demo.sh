@@ -5,4 +5,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
 cargo build --locked --features lab --bins
-exec target/debug/bastionctl-lab demo "$@"
+exec "${CARGO_TARGET_DIR:-target}/debug/bastionctl-lab" demo "$@"

@@ -68,6 +68,9 @@ pub async fn connect_or_spawn(cfg: &Config) -> anyhow::Result<UnixStream> {
     if let Some(s) = try_connect(&path).await? {
         return Ok(s);
     }
+    if let Some(s) = wait_for_draining_daemon(&path).await? {
+        return Ok(s);
+    }
     let log = cfg.log_file();
     let mut child = spawn_daemon(cfg, &log)?;
     let deadline = Instant::now() + SPAWN_TIMEOUT;
@@ -76,6 +79,9 @@ pub async fn connect_or_spawn(cfg: &Config) -> anyhow::Result<UnixStream> {
             break s;
         }
         if let Some(status) = child.try_wait()? {
+            if daemon_lock_held(&path) {
+                bail!("{}; retry in a moment", shutting_down(&path));
+            }
             bail!("the background daemon exited ({status}) before it was ready; see {}", log.display());
         }
         if Instant::now() > deadline {
@@ -85,6 +91,33 @@ pub async fn connect_or_spawn(cfg: &Config) -> anyhow::Result<UnixStream> {
     };
     drop(lock);
     Ok(stream)
+}
+
+/// A daemon that is draining after SIGTERM no longer accepts but keeps its single-daemon lock until it exits, so a
+/// daemon started now would fail. Waits (up to [`SPAWN_TIMEOUT`]) for the lock to be released; `Some` when a daemon
+/// accepts meanwhile.
+async fn wait_for_draining_daemon(path: &Path) -> anyhow::Result<Option<UnixStream>> {
+    let deadline = Instant::now() + SPAWN_TIMEOUT;
+    while daemon_lock_held(path) {
+        if let Some(s) = try_connect(path).await? {
+            return Ok(Some(s));
+        }
+        if Instant::now() > deadline {
+            bail!("{} and did not exit within {SPAWN_TIMEOUT:?}; retry in a moment", shutting_down(path));
+        }
+        tokio::time::sleep(SPAWN_POLL * 4).await;
+    }
+    Ok(None)
+}
+
+fn shutting_down(path: &Path) -> String {
+    format!("a bastionctl daemon is shutting down (it holds {})", socket::lock_path(path).display())
+}
+
+/// Whether a daemon holds the single-daemon lock of `socket` (the probe takes and at once releases a free lock).
+fn daemon_lock_held(socket: &Path) -> bool {
+    let Ok(f) = OpenOptions::new().write(true).open(socket::lock_path(socket)) else { return false };
+    matches!(f.try_lock(), Err(std::fs::TryLockError::WouldBlock))
 }
 
 fn spawn_lock_path(socket: &Path) -> PathBuf {

@@ -120,8 +120,10 @@ pub struct BastionStatus {
     pub start_calls: u64,
     /// StopInstances calls this daemon has made for this bastion since it started.
     pub stop_calls: u64,
-    /// Process id of the daemon that answered (to stop a background daemon: `kill PID`).
-    pub pid: u32,
+    /// Process id of the daemon that answered (to stop a background daemon: `kill PID`); `None` (JSON `null`) when
+    /// no daemon runs and `status` asked EC2 itself.
+    #[serde(default)]
+    pub pid: Option<u32>,
 }
 
 /// A framing error.

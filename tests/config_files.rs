@@ -40,7 +40,7 @@ fn valid_fixtures_load() {
         for b in &cfg.bastions {
             assert!(cfg.bastion(Some(&b.name())).is_ok(), "{}: {}", name(&file), b.name());
             let _ = (b.instance_ref(), b.identity_files(), b.known_hosts());
-            assert_eq!(b.target_rules().len(), b.targets.len(), "{}: every target parses", name(&file));
+            assert_eq!(b.target_rules().len(), b.targets.as_ref().map_or(0, Vec::len), "{}: every target parses", name(&file));
         }
         let _ = (cfg.socket_path(), cfg.log_file());
     }

@@ -45,6 +45,8 @@ async fn up_status_and_down_drive_the_bastion() {
     let out = text(&up.stdout);
     assert!(out.contains(&addr) && out.contains(lab.instance_id()) && out.contains(" s"), "up printed {out:?}");
     assert!(text(&up.stderr).contains("starting"), "progress goes to stderr: {}", text(&up.stderr));
+    // The last progress line races the reply in the daemon; it must still be relayed.
+    assert!(text(&up.stderr).contains("ready at"), "the `ready` progress line is relayed: {}", text(&up.stderr));
     assert_eq!(lab.instance_state().await.unwrap(), "running");
 
     let st = status(&lab).await;
@@ -61,6 +63,12 @@ async fn up_status_and_down_drive_the_bastion() {
     assert!(down.status.success(), "down failed: {}", text(&down.stderr));
     lab.wait_instance_state("stopped", Duration::from_secs(20)).await.unwrap();
     assert_eq!(status(&lab).await.stop_calls, 1);
+
+    let again = run(&lab, &["down"]).await;
+    assert!(again.status.success(), "down on a stopped bastion: {}", text(&again.stderr));
+    assert!(text(&again.stdout).contains("is already stopped"), "{}", text(&again.stdout));
+    assert!(!text(&again.stderr).contains("stopping"), "no stop on a stopped bastion: {}", text(&again.stderr));
+    assert_eq!(status(&lab).await.stop_calls, 1, "no second StopInstances");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -95,10 +103,45 @@ async fn down_and_status_work_without_a_daemon() {
     assert!(st.status.success(), "{}", text(&st.stderr));
     let list: Vec<BastionStatus> = serde_json::from_slice(&st.stdout).unwrap();
     assert_eq!(list[0].state, "running");
+    assert_eq!(list[0].pid, None, "no daemon, no pid");
+    assert!(text(&st.stdout).contains("\"pid\": null"), "{}", text(&st.stdout));
     let down = run(&lab, &["down"]).await;
     assert!(down.status.success(), "{}", text(&down.stderr));
     lab.wait_instance_state("stopped", Duration::from_secs(20)).await.unwrap();
+    let again = run(&lab, &["down"]).await;
+    assert!(again.status.success(), "{}", text(&again.stderr));
+    assert!(text(&again.stdout).contains(&format!("({}) is already stopped", lab.instance_id())), "{}", text(&again.stdout));
     assert!(lab.daemon_pid().await.is_none(), "down without a daemon must not start one");
+}
+
+/// A daemon draining after SIGTERM holds its lock but no longer accepts: a new proxy waits for it to exit and starts
+/// a new daemon instead of failing with the new daemon's "already running".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proxy_during_a_daemons_drain_waits_and_starts_a_new_daemon() {
+    let lab = lab().await;
+    let first = lab.start_daemon().await.unwrap();
+    let first_pid = first.pid().unwrap();
+    // An open session keeps the first daemon draining until `sleep` ends.
+    let session = lab.ssh_command("sleep 4").stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    wait_until("one open channel", DEADLINE, || async {
+        lab.daemon_status().await.is_ok_and(|s| s.first().is_some_and(|b| b.channels == 1))
+    })
+    .await
+    .unwrap();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(first_pid as i32), nix::sys::signal::Signal::SIGTERM).unwrap();
+    wait_until("the draining daemon refuses new connections", DEADLINE, || async {
+        tokio::net::UnixStream::connect(&lab.files().socket).await.is_err()
+    })
+    .await
+    .unwrap();
+
+    let out = tokio::time::timeout(DEADLINE, lab.ssh_command("echo after-drain").output()).await.expect("ssh ends").unwrap();
+    assert!(out.status.success(), "ssh during the drain failed: {}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "after-drain\n");
+    let drained = tokio::time::timeout(DEADLINE, session.wait_with_output()).await.expect("the session ends").unwrap();
+    assert!(drained.status.success(), "the draining session completes: {}", text(&drained.stderr));
+    let second = lab.daemon_pid().await.expect("a new daemon serves the socket");
+    assert_ne!(second, first_pid);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

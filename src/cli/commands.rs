@@ -11,7 +11,7 @@ use crate::client;
 use crate::config::Config;
 use crate::control::{self, BastionStatus, Op, Reply, Request, VERSION};
 use crate::daemon;
-use crate::ec2::Ec2Api;
+use crate::ec2::{Ec2Api, InstanceState};
 use crate::ec2::aws::AwsEc2;
 
 pub(super) async fn run(args: Args) -> anyhow::Result<()> {
@@ -96,6 +96,11 @@ async fn down(cfg: &Config, bastion: Option<String>, force: bool) -> anyhow::Res
         crate::config::InstanceRef::Id(id) => id,
         crate::config::InstanceRef::NameTag(t) => ec2.find_by_name_tag(&t).await?,
     };
+    let state = ec2.describe(&id).await.with_context(|| format!("cannot describe {id}"))?.state;
+    if matches!(state, InstanceState::Stopped | InstanceState::Stopping) {
+        println!("bastion {} ({id}) is already {state}", b.name());
+        return Ok(());
+    }
     ec2.stop(&id).await.with_context(|| format!("cannot stop {id}"))?;
     println!("stopping bastion {} ({id})", b.name());
     Ok(())
@@ -122,7 +127,13 @@ async fn status(cfg: &Config, json: bool) -> anyhow::Result<()> {
     if json {
         println!("{}", serde_json::to_string_pretty(&list)?);
     } else {
-        print_table(&list);
+        print!("{}", table(&list));
+    }
+    // The table shows `unknown`; the full errors (often several lines) go below it, and the exit status says so.
+    let unknown: Vec<String> =
+        list.iter().filter(|s| s.state.starts_with("unknown")).map(|s| format!("bastion {}: {}", s.name, s.state)).collect();
+    if !unknown.is_empty() {
+        bail!("the EC2 state is unknown for {} bastion(s):\n{}", unknown.len(), unknown.join("\n"));
     }
     Ok(())
 }
@@ -151,18 +162,49 @@ async fn direct_status(cfg: &Config) -> anyhow::Result<Vec<BastionStatus>> {
     Ok(out)
 }
 
-fn print_table(list: &[BastionStatus]) {
-    println!("{:<12} {:<21} {:<10} {:<21} {:>8} {:>10}", "BASTION", "INSTANCE", "STATE", "ADDRESS", "CHANNELS", "IDLE STOP");
+/// The `status` table; a multi-line or error state is cut to its first word or line so the columns stay intact.
+fn table(list: &[BastionStatus]) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:<12} {:<21} {:<10} {:<21} {:>8} {:>10}",
+        "BASTION", "INSTANCE", "STATE", "ADDRESS", "CHANNELS", "IDLE STOP"
+    );
     for s in list {
         let idle = s.idle_stop_in_secs.map(|t| humantime::format_duration(std::time::Duration::from_secs(t)).to_string());
-        println!(
+        let state = match s.state.lines().next().unwrap_or("") {
+            "" => "-",
+            first if first.starts_with("unknown") => "unknown",
+            first => first,
+        };
+        let _ = writeln!(
+            out,
             "{:<12} {:<21} {:<10} {:<21} {:>8} {:>10}",
             s.name,
             s.instance_id.as_deref().unwrap_or("-"),
-            s.state,
+            state,
             s.address.as_deref().unwrap_or("-"),
             s.channels,
             idle.as_deref().unwrap_or("-"),
         );
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_multi_line_error_state_keeps_the_table_one_line_per_bastion() {
+        let list = [
+            BastionStatus { name: "a".into(), state: "unknown (DescribeInstances failed:\n  hint: ...)".into(), ..Default::default() },
+            BastionStatus { name: "b".into(), state: "running".into(), ..Default::default() },
+        ];
+        let t = table(&list);
+        assert_eq!(t.lines().count(), 3, "{t}");
+        assert!(t.lines().nth(1).unwrap().contains(" unknown ") && !t.contains("hint"), "{t}");
+        assert!(t.lines().nth(2).unwrap().contains(" running "), "{t}");
     }
 }

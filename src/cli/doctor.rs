@@ -244,7 +244,7 @@ pub(super) fn missing_fix(action: &str, instance_id: &str) -> String {
 }
 
 async fn check_default_targets(r: &mut Report, name: &str, b: &BastionConfig, ec2: &AwsEc2, vpc: Option<&str>) {
-    if !b.targets.is_empty() {
+    if b.targets.is_some() {
         return;
     }
     let Some(vpc) = vpc else {

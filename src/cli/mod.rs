@@ -67,7 +67,8 @@ pub enum Command {
         /// Bastion name from the config [default: every bastion].
         bastion: Option<String>,
     },
-    /// Show each bastion's instance id, EC2 state, address, open channels and time until the idle stop.
+    /// Show each bastion's instance id, EC2 state, address, open channels and time until the idle stop; exit 1 when
+    /// a bastion's EC2 state is unknown (the errors follow the table).
     Status {
         /// Print JSON instead of a table.
         #[arg(long)]

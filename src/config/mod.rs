@@ -32,13 +32,23 @@ pub const DEFAULT_SSH_PORT: u16 = 22;
 /// A configuration error: which file, and what is wrong with it.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    /// No file at the path given or searched.
-    #[error("cannot read config file {path}: {source}")]
+    /// No file at the path given (`--config`, `$BASTIONCTL_CONFIG`).
+    #[error(
+        "config file {path} does not exist: create it from config/bastionctl.example.toml, or pass --config PATH (or \
+         set BASTIONCTL_CONFIG) to use another file"
+    )]
+    Missing {
+        /// The path that was tried.
+        path: PathBuf,
+    },
+    /// The file exists but cannot be read (permissions, a directory, not UTF-8).
+    // The I/O error is part of the message, not a `source`: anyhow's `{:#}` would print it twice.
+    #[error("cannot read config file {path}: {error}")]
     Read {
         /// The path that was tried.
         path: PathBuf,
         /// The I/O error from the read.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// No path given, and no file at the default location.
     #[error(
@@ -158,10 +168,11 @@ pub struct BastionConfig {
     /// Connect to this address instead of the Elastic IP / public IP that EC2 reports.
     pub address: Option<IpAddr>,
     /// Where it may forward to: CIDR blocks (`10.0.16.0/20`) and host-name patterns with `*` and `?`
-    /// (`*.internal`). Unset (or empty) means the CIDR blocks of the bastion's VPC, found with DescribeVpcs.
-    /// Validated against [`crate::policy::refuse_open`]: nothing is open to the internet unless written `0.0.0.0/0`.
+    /// (`*.internal`). Unset means the CIDR blocks of the bastion's VPC, found with DescribeVpcs; an empty list is a
+    /// config error. Validated against [`crate::policy::refuse_open`]: nothing is open to the internet unless
+    /// written `0.0.0.0/0`. Read it through [`BastionConfig::target_rules`].
     #[serde(default)]
-    pub targets: Vec<Spanned<String>>,
+    pub targets: Option<Vec<Spanned<String>>>,
     /// Target ports that are allowed.
     #[serde(default = "default_ports")]
     pub target_ports: Vec<u16>,
@@ -225,10 +236,13 @@ impl fmt::Display for TargetRule {
 impl Config {
     /// Reads and validates the file at `path`.
     ///
-    /// Errors: [`ConfigError::Read`] when the file cannot be read, [`ConfigError::Parse`] / [`ConfigError::Invalid`]
+    /// Errors: [`ConfigError::Missing`] when there is no file, [`ConfigError::Read`] when it cannot be read, [`ConfigError::Parse`] / [`ConfigError::Invalid`]
     /// naming file, line and key.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|error| match error.kind() {
+            std::io::ErrorKind::NotFound => ConfigError::Missing { path: path.into() },
+            _ => ConfigError::Read { path: path.into(), error },
+        })?;
         Config::from_str(&text, path)
     }
 
@@ -310,9 +324,9 @@ impl BastionConfig {
         self.known_hosts.as_deref().map(expand_tilde).unwrap_or_else(|| paths::home().join(".ssh/known_hosts"))
     }
 
-    /// The parsed target rules (validated at load time).
+    /// The parsed target rules (validated at load time); empty when `targets` is unset (the VPC default).
     pub fn target_rules(&self) -> Vec<TargetRule> {
-        self.targets.iter().filter_map(|t| parse_target(t.get_ref()).ok()).collect()
+        self.targets.iter().flatten().filter_map(|t| parse_target(t.get_ref()).ok()).collect()
     }
 }
 

@@ -374,10 +374,17 @@ fn toml_syntax_errors_name_the_line() {
 fn load_reports_unreadable_files() {
     let missing = Path::new("/nonexistent/bastionctl/config.toml");
     let err = Config::load(missing).unwrap_err();
-    assert!(matches!(err, ConfigError::Read { .. }), "{err:?}");
-    assert!(err.to_string().contains("/nonexistent/bastionctl/config.toml"), "{err}");
+    assert!(matches!(err, ConfigError::Missing { .. }), "{err:?}");
+    let msg = err.to_string();
+    assert!(msg.contains("/nonexistent/bastionctl/config.toml") && msg.contains("bastionctl.example.toml"), "{msg}");
+    // One sentence: no I/O error text, and no `source` that anyhow's `{:#}` would print again.
+    assert!(!msg.contains("os error") && std::error::Error::source(&err).is_none(), "{msg}");
     let err = Config::load_default(Some(missing)).unwrap_err();
-    assert!(matches!(err, ConfigError::Read { .. }), "an explicit path is never replaced by the default: {err:?}");
+    assert!(matches!(err, ConfigError::Missing { .. }), "an explicit path is never replaced by the default: {err:?}");
+    // A directory exists but is unreadable as a file: its I/O error is in the message, once.
+    let err = Config::load(Path::new("/")).unwrap_err();
+    assert!(matches!(err, ConfigError::Read { .. }) && std::error::Error::source(&err).is_none(), "{err:?}");
+    assert_eq!(err.to_string().matches("os error").count(), 1, "{err}");
 }
 
 #[test]

@@ -28,6 +28,11 @@ impl Config {
                     .into(),
             });
         }
+        if let Some(url) = &self.aws.endpoint_url
+            && let Err(why) = check_endpoint_url(url)
+        {
+            return Err(invalid_at("aws.endpoint_url".into(), why));
+        }
         let mut names = std::collections::HashMap::new();
         for (i, b) in self.bastions.iter().enumerate() {
             match (&b.instance_id, &b.name_tag) {
@@ -69,12 +74,53 @@ impl Config {
                     ));
                 }
             }
-            for (j, t) in b.targets.iter().enumerate() {
+            if let Some(name) = &b.name
+                && name.trim().is_empty()
+            {
+                return Err(invalid_at(
+                    format!("bastion[{i}].name"),
+                    "name is empty: write a short name such as \"prod\", or remove the key to use the instance id"
+                        .into(),
+                ));
+            }
+            if b.port == 0 {
+                return Err(invalid_at(
+                    format!("bastion[{i}].port"),
+                    "port 0 is not a port: write the bastion's sshd port (1-65535), or remove the key for 22".into(),
+                ));
+            }
+            if let Some(j) = b.target_ports.iter().position(|&p| p == 0) {
+                return Err(invalid_at(
+                    format!("bastion[{i}].target_ports[{j}]"),
+                    "port 0 is not a port: list target ports from 1 to 65535, e.g. [22]".into(),
+                ));
+            }
+            if b.targets.as_ref().is_some_and(|t| t.is_empty()) {
+                return Err(invalid_at(
+                    format!("bastion[{i}].targets"),
+                    "targets = [] allows nothing: remove the key to use the VPC's CIDR blocks, or list CIDR blocks/patterns"
+                        .into(),
+                ));
+            }
+            for (j, t) in b.targets.iter().flatten().enumerate() {
                 if let Err(msg) = parse_target(t.get_ref()).and_then(|r| crate::policy::refuse_open(t.get_ref(), &r)) {
                     return Err(invalid(t.span(), format!("bastion[{i}].targets[{j}]"), msg));
                 }
             }
         }
         Ok(())
+    }
+}
+
+/// An EC2 endpoint must be an absolute `http` or `https` URL with a host.
+fn check_endpoint_url(s: &str) -> Result<(), String> {
+    let example = "write it as https://HOST[:PORT], e.g. https://ec2.eu-west-1.amazonaws.com or http://127.0.0.1:5000";
+    match url::Url::parse(s) {
+        Ok(u) if !matches!(u.scheme(), "http" | "https") => {
+            Err(format!("`{s}` has the scheme `{}`, not http or https: {example}", u.scheme()))
+        }
+        Ok(u) if u.host_str().is_none_or(str::is_empty) => Err(format!("`{s}` has no host: {example}")),
+        Ok(_) => Ok(()),
+        Err(e) => Err(format!("`{s}` is not a URL ({e}): {example}")),
     }
 }

@@ -93,7 +93,8 @@ async fn route<'a>(shared: &'a Shared, host: &str, port: u16) -> Result<&'a Bast
     })
 }
 
-/// Runs `fut` while relaying the bastion's progress messages to the client.
+/// Runs `fut` while relaying the bastion's progress messages to the client. Messages sent before `fut` completed
+/// but not yet relayed (the future often wins the race against the last ones) are relayed after it, in order.
 async fn with_progress<T>(
     io: &mut BufReader<UnixStream>,
     bastion: &Bastion,
@@ -101,12 +102,21 @@ async fn with_progress<T>(
 ) -> T {
     let mut rx = bastion.progress().subscribe();
     tokio::pin!(fut);
-    loop {
+    let out = loop {
         tokio::select! {
-            out = &mut fut => return out,
+            out = &mut fut => break out,
             Ok(msg) = rx.recv() => {
                 let _ = control::write_line(io, &Reply::Progress(msg)).await;
             }
+        }
+    };
+    loop {
+        match rx.try_recv() {
+            Ok(msg) => {
+                let _ = control::write_line(io, &Reply::Progress(msg)).await;
+            }
+            Err(tokio::sync::broadcast::error::TryRecvError::Lagged(_)) => continue,
+            Err(_) => break out,
         }
     }
 }

@@ -29,7 +29,10 @@ pub enum SocketError {
         dir: PathBuf,
     },
     /// Another daemon holds the lock.
-    #[error("another bastionctl daemon is already running for {socket} (lock {lock} is held)")]
+    #[error(
+        "another bastionctl daemon is already running for {socket} (lock {lock} is held): `bastionctl status` shows \
+         its pid (stop it with `kill PID`), or if it runs under systemd, `systemctl --user stop bastionctl`"
+    )]
     AlreadyRunning {
         /// The socket path.
         socket: PathBuf,
@@ -125,7 +128,10 @@ mod tests {
         let dir_mode = std::fs::metadata(sock.parent().unwrap()).unwrap().mode() & 0o777;
         let sock_mode = std::fs::metadata(&sock).unwrap().mode() & 0o777;
         assert_eq!((dir_mode, sock_mode), (0o700, 0o600));
-        assert!(matches!(bind(&sock), Err(SocketError::AlreadyRunning { .. })));
+        let second = bind(&sock).err().expect("a second daemon is refused");
+        assert!(matches!(second, SocketError::AlreadyRunning { .. }), "{second}");
+        let msg = second.to_string();
+        assert!(msg.contains("bastionctl status") && msg.contains("systemctl --user stop bastionctl"), "{msg}");
     }
 
     #[test]

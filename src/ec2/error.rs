@@ -246,7 +246,9 @@ fn redact_userinfo(url: &str) -> String {
 fn credentials_hint(profile: Option<&str>) -> String {
     let p = profile.unwrap_or("<profile>");
     format!(
-        "AWS credentials are missing, invalid or expired: run `aws sso login --profile {p}` for SSO profiles, or `aws configure`"
+        "AWS credentials are missing, invalid or expired: run `aws sso login --profile {p}` for SSO profiles, or `aws \
+         configure`; a running daemon keeps the environment it was started with, so if you changed credentials in \
+         this shell, restart the daemon: `kill PID` (see `bastionctl status`) or `systemctl --user restart bastionctl`"
     )
 }
 
@@ -358,6 +360,7 @@ mod tests {
         let e = Ec2Error::NoCredentials { detail: "x".into(), profile: Some("work".into()) };
         assert!(e.hint().unwrap().contains("aws sso login --profile work"));
         assert!(e.hint().unwrap().contains("aws configure"));
+        assert!(e.hint().unwrap().contains("restart the daemon"), "changed credentials need a daemon restart");
     }
 
     #[test]

@@ -133,14 +133,17 @@ impl Lab {
         }
     }
 
-    /// Runs `bastionctl status --json` and parses it.
+    /// Runs `bastionctl status --json` and parses it. `status` exits 1 after printing the list when a bastion's
+    /// EC2 state is unknown; that list is returned too.
     pub async fn daemon_status(&self) -> anyhow::Result<Vec<BastionStatus>> {
         let out = self.bastionctl_command(["status", "--json"]).output().await?;
-        if !out.status.success() {
-            bail!("bastionctl status --json failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr));
+        match serde_json::from_slice(&out.stdout) {
+            Ok(list) => Ok(list),
+            Err(_) if !out.status.success() => {
+                bail!("bastionctl status --json failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr))
+            }
+            Err(e) => Err(e).with_context(|| format!("status --json printed {:?}", String::from_utf8_lossy(&out.stdout))),
         }
-        serde_json::from_slice(&out.stdout)
-            .with_context(|| format!("status --json printed {:?}", String::from_utf8_lossy(&out.stdout)))
     }
 
     /// The PID of the process serving the lab's control socket (from the socket's peer credentials), if any.

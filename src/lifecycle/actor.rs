@@ -25,7 +25,8 @@ enum Waiter {
 enum Done {
     Adopted(Result<(String, InstanceState), Error>),
     Started(Option<String>, Result<Ready, Error>),
-    Stopped(Result<(), Error>, Option<oneshot::Sender<Shared<String>>>),
+    /// `Ok(Some(state))`: `down` found it already `stopped`/`stopping` and did not call StopInstances.
+    Stopped(Result<Option<InstanceState>, Error>, Option<oneshot::Sender<Shared<String>>>),
 }
 
 pub(super) struct Actor {
@@ -224,12 +225,15 @@ impl Actor {
                 self.idle_since = Instant::now();
                 let res = res.map_err(Arc::new);
                 match &res {
-                    Ok(()) => self.maybe_running = false,
+                    Ok(_) => self.maybe_running = false,
                     Err(e) => warn!(bastion = %self.name(), "StopInstances failed: {e}"),
                 }
                 if let Some(reply) = reply {
                     let id = self.instance_id.clone().unwrap_or_default();
-                    let _ = reply.send(res.map(|()| format!("stopping bastion {} ({id})", self.name())));
+                    let _ = reply.send(res.map(|already| match already {
+                        Some(state) => format!("bastion {} ({id}) is already {state}", self.name()),
+                        None => format!("stopping bastion {} ({id})", self.name()),
+                    }));
                 }
                 if !self.waiters.is_empty() {
                     self.begin_start();
@@ -270,6 +274,8 @@ impl Actor {
         self.begin_stop(Some(reply));
     }
 
+    /// Closes the session and stops the instance in the background. For `down` (a `reply` is waiting) the instance
+    /// is described first: one already `stopped` or `stopping` is not stopped again.
     fn begin_stop(&mut self, reply: Option<oneshot::Sender<Shared<String>>>) {
         if let Some(ready) = self.ready.take() {
             ready.session.close();
@@ -278,14 +284,21 @@ impl Actor {
         let starter = self.starter.clone();
         let known = self.instance_id.clone();
         let done = self.done_tx.clone();
+        let check_first = reply.is_some();
         tokio::spawn(async move {
             let res = async {
                 let id = match known {
                     Some(id) => id,
                     None => starter.resolve().await?,
                 };
+                if check_first {
+                    let state = starter.ec2.describe(&id).await?.state;
+                    if matches!(state, InstanceState::Stopped | InstanceState::Stopping) {
+                        return Ok(Some(state));
+                    }
+                }
                 starter.progress.say(format!("stopping {id}"));
-                starter.stop(&id).await
+                starter.stop(&id).await.map(|()| None)
             }
             .await;
             let _ = done.send(Done::Stopped(res, reply)).await;
@@ -304,7 +317,7 @@ impl Actor {
             idle_stop_in_secs: self.idle_deadline().map(|d| d.saturating_duration_since(Instant::now()).as_secs()),
             start_calls: c.start_calls.load(Ordering::Relaxed),
             stop_calls: c.stop_calls.load(Ordering::Relaxed),
-            pid: std::process::id(),
+            pid: Some(std::process::id()),
         }
     }
 }

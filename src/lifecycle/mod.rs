@@ -168,7 +168,12 @@ impl Bastion {
     pub async fn status(&self) -> BastionStatus {
         let mut st = match self.ask(Cmd::Status).await {
             Ok(st) => st,
-            Err(e) => BastionStatus { name: self.spec.name.clone(), state: format!("unknown ({e})"), ..Default::default() },
+            Err(e) => BastionStatus {
+                name: self.spec.name.clone(),
+                state: format!("unknown ({e})"),
+                pid: Some(std::process::id()),
+                ..Default::default()
+            },
         };
         let id = match (&st.instance_id, &self.spec.instance) {
             (Some(id), _) | (None, InstanceRef::Id(id)) => Some(id.clone()),
@@ -181,6 +186,8 @@ impl Bastion {
                 Ok(Err(e)) => format!("unknown ({e})"),
                 Err(_) => "unknown (DescribeInstances timed out)".into(),
             };
+        } else if st.state.is_empty() {
+            st.state = "unknown (the instance of its Name tag is not found yet; the daemon log says why)".into();
         }
         st
     }

@@ -297,6 +297,20 @@ async fn down_refuses_with_open_channels_unless_forced() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn down_on_a_stopped_bastion_says_so_without_calling_stop_instances() {
+    let w = stopped_world();
+    let msg = w.bastion.down(false).await.expect("down on a stopped bastion is fine");
+    assert_eq!(msg, "bastion test (i-0123456789abcdef0) is already stopped");
+    assert_eq!(w.ec2.stops.load(Ordering::SeqCst), 0);
+    assert_eq!(w.bastion.status().await.stop_calls, 0);
+    // A started one is stopped as before, and a second `down` while it is stopping does not stop it again.
+    drop(w.bastion.acquire().await.unwrap());
+    assert_eq!(w.bastion.down(false).await.unwrap(), "stopping bastion test (i-0123456789abcdef0)");
+    assert_eq!(w.bastion.down(false).await.unwrap(), "bastion test (i-0123456789abcdef0) is already stopping");
+    assert_eq!(w.ec2.stops.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_dead_session_is_replaced_on_the_next_demand() {
     let w = stopped_world();
     let first = w.bastion.acquire().await.unwrap();
