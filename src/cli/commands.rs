@@ -38,6 +38,7 @@ pub(super) async fn run(args: Args) -> anyhow::Result<()> {
 
 async fn run_daemon(cfg: Config) -> anyhow::Result<()> {
     let path = cfg.socket_path();
+    let signal = shutdown_signal()?;
     let (listener, _lock) = daemon::socket::bind(&path)?;
     let ec2: Arc<dyn Ec2Api> = Arc::new(AwsEc2::from_config(&cfg.aws).await?);
     let shutdown = CancellationToken::new();
@@ -46,7 +47,7 @@ async fn run_daemon(cfg: Config) -> anyhow::Result<()> {
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
     let signals = shutdown.clone();
     tokio::spawn(async move {
-        wait_for_signal().await;
+        signal.await;
         tracing::info!("shutdown requested");
         let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
         signals.cancel();
@@ -56,15 +57,18 @@ async fn run_daemon(cfg: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn wait_for_signal() {
+/// Registers SIGTERM and SIGINT handlers now (before the daemon says it is ready, so an early signal is never lost
+/// to the default action) and returns a future that resolves on the first of them.
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-    }
+    let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+    })
 }
 
 /// Sends `op`, relays progress to stderr, returns the `ok` message.
