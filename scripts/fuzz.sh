@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
-# Fuzzes bastionctl's parsers of untrusted input with cargo-fuzz (libFuzzer + AddressSanitizer): the control socket's
-# framing (control_read_line) and the config parser (config_from_str), each for FUZZ_SECONDS (default 60). Exits
-# non-zero on a crash; the crashing input is left in fuzz/artifacts/<target>/. To keep it as a regression test, copy
-# it to fuzz/regressions/<target>/ (replayed here first, and by `cargo test --test bad_input`).
+# The manual, long-running fuzzer: fuzzes bastionctl's parsers of untrusted input with cargo-fuzz (libFuzzer +
+# AddressSanitizer): the control socket's framing (control_read_line) and the config parser (config_from_str), each for
+# FUZZ_SECONDS (default 60; run it for hours before a release). Not run in CI: its sanitizer build compiles
+# aws-sdk-ec2 and took over 36 min on 2 cores. CI runs the property tests of the same parsers instead,
+# tests/prop_inputs.rs (`cargo test --test prop_inputs`, about 60 s), whose shrunk failures are kept in
+# tests/prop_inputs.proptest-regressions. Exits non-zero on a crash; the crashing input is left in
+# fuzz/artifacts/<target>/. To keep it as a regression test, copy it to fuzz/regressions/<target>/ (replayed here
+# first, and by `cargo test --test bad_input`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECS="${FUZZ_SECONDS:-60}"
