@@ -28,15 +28,7 @@ async fn lab(o: LabOptions) -> Lab {
 
 /// What to look at when a test fails: the daemon's and the bastion's logs.
 fn diag(lab: &Lab) -> String {
-    let tail = |s: String, n: usize| {
-        s.lines().rev().take(n).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n")
-    };
-    format!(
-        "\n--- daemon log ---\n{}\n--- bastion sshd log (tail) ---\n{}\n--- agent error: {:?}\n",
-        tail(lab.daemon_log(), 60),
-        tail(lab.bastion_log(), 30),
-        lab.agent_error()
-    )
+    lab.diagnostics()
 }
 
 /// Runs `ssh private <cmd>` to completion under [`SSH_DEADLINE`].

@@ -73,6 +73,22 @@ impl Lab {
         format!("{auto}{fg}")
     }
 
+    /// What to look at when a test fails: the daemon log's last 60 lines, the bastion sshd log's last 20, the
+    /// instance agent's last error and, with the EC2 front, the EC2 actions the product called.
+    pub fn diagnostics(&self) -> String {
+        let tail = |s: String, n: usize| {
+            let lines: Vec<&str> = s.lines().collect();
+            lines[lines.len().saturating_sub(n)..].join("\n")
+        };
+        format!(
+            "\n--- daemon log ---\n{}\n--- bastion sshd log (tail) ---\n{}\n--- agent error: {:?}\n--- EC2 actions: {:?}\n",
+            tail(self.daemon_log(), 60),
+            tail(self.bastion_log(), 20),
+            self.agent_error(),
+            self.front().map(|f| f.actions()),
+        )
+    }
+
     /// The sshd line the bastion logs for a direct-tcpip request to the private host, e.g.
     /// `target 127.0.3.1 port 40123`.
     pub fn direct_tcpip_marker(&self) -> String {

@@ -33,15 +33,7 @@ pub async fn lab(o: LabOptions) -> Lab {
 
 /// The daemon's and the bastion's log tails, for failure messages.
 pub fn diag(lab: &Lab) -> String {
-    let tail = |s: String, n: usize| {
-        s.lines().rev().take(n).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n")
-    };
-    format!(
-        "\n--- daemon log ---\n{}\n--- bastion sshd log (tail) ---\n{}\n--- agent error: {:?}\n",
-        tail(lab.daemon_log(), 60),
-        tail(lab.bastion_log(), 20),
-        lab.agent_error()
-    )
+    lab.diagnostics()
 }
 
 /// `ssh private <cmd>` to completion (stdout/stderr captured), without a deadline of its own.

@@ -43,16 +43,7 @@ pub fn count(lab: &Lab, action: &str) -> usize {
 
 /// The daemon's log and the bastion sshd's log tail, for failure messages.
 pub fn diag(lab: &Lab) -> String {
-    let tail = |s: String, n: usize| {
-        s.lines().rev().take(n).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n")
-    };
-    format!(
-        "\n--- daemon log ---\n{}\n--- bastion sshd log (tail) ---\n{}\n--- agent error: {:?}\n--- EC2 actions: {:?}\n",
-        tail(lab.daemon_log(), 60),
-        tail(lab.bastion_log(), 20),
-        lab.agent_error(),
-        lab.front().map(|f| f.actions()),
-    )
+    lab.diagnostics()
 }
 
 /// Runs `ssh private <cmd>` to completion under [`SSH_DEADLINE`]; returns its output and how long it took.
