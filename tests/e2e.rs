@@ -41,14 +41,7 @@ async fn ssh(lab: &Lab, cmd: &str) -> Output {
 }
 
 fn assert_ok(lab: &Lab, out: &Output, stdout: &str) {
-    assert!(
-        out.status.success() && String::from_utf8_lossy(&out.stdout) == stdout,
-        "ssh: {}, stdout {:?} (want {stdout:?}), stderr:\n{}{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
-        diag(lab)
-    );
+    lab.assert_output(out, stdout);
 }
 
 async fn wait_stopped(lab: &Lab) {

@@ -89,6 +89,19 @@ impl Lab {
         )
     }
 
+    /// Panics, with the command's stderr and [`Lab::diagnostics`], unless `out` succeeded and printed exactly
+    /// `stdout`.
+    pub fn assert_output(&self, out: &std::process::Output, stdout: &str) {
+        assert!(
+            out.status.success() && String::from_utf8_lossy(&out.stdout) == stdout,
+            "ssh: {}, stdout {:?} (want {stdout:?}), stderr:\n{}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            self.diagnostics()
+        );
+    }
+
     /// The sshd line the bastion logs for a direct-tcpip request to the private host, e.g.
     /// `target 127.0.3.1 port 40123`.
     pub fn direct_tcpip_marker(&self) -> String {

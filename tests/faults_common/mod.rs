@@ -51,14 +51,7 @@ pub async fn ssh(lab: &Lab, cmd: &str) -> Output {
 
 /// Asserts success and exact stdout.
 pub fn assert_ok(lab: &Lab, out: &Output, stdout: &str) {
-    assert!(
-        out.status.success() && String::from_utf8_lossy(&out.stdout) == stdout,
-        "ssh: {}, stdout {:?} (want {stdout:?}), stderr:\n{}{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
-        diag(lab)
-    );
+    lab.assert_output(out, stdout);
 }
 
 /// `bastionctl proxy HOST PORT` run directly, stdin closed, under a 30 s deadline.
