@@ -1,8 +1,8 @@
 //! `AwsEc2` against a real moto server on 127.0.0.1: config loading (endpoint, region, env credentials), describe,
 //! find_by_name_tag, elastic_ip, stop, start, and the NotFound mapping of a real `InvalidInstanceID.NotFound`.
 //!
-//! Skipped (with a message) when `moto_server` is not installed. Everything runs in one test function because it
-//! sets the AWS environment variables of the process, which must not race with another test.
+//! Fails with a message naming scripts/install-deps.sh when `moto_server` is not installed. Everything runs in one
+//! test function because it sets the AWS environment variables of the process, which must not race with another test.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;

@@ -9,7 +9,7 @@ use tokio::time::Instant;
 
 use super::{BastionSpec, POLL_INTERVAL, Ready};
 use crate::config::InstanceRef;
-use crate::ec2::{Ec2Api, Ec2Error, InstanceState};
+use crate::ec2::{Ec2Api, Ec2Error, InstanceInfo, InstanceState};
 use crate::error::Error;
 use crate::tunnel::{Dialer, Progress};
 
@@ -43,8 +43,8 @@ impl Starter {
     pub async fn bring_up(&self, id: &str) -> Result<Ready, Error> {
         let began = Instant::now();
         let deadline = began + self.spec.start_timeout;
-        self.wait_running(id, deadline).await?;
-        let addr = self.address(id).await?;
+        let running = self.wait_running(id, deadline).await?;
+        let addr = self.address(&running).await?;
         let session = self.dialer.dial(addr, id, deadline, &self.progress).await.map_err(|e| match e {
             crate::ssh::SshError::Timeout { .. } => Error::StartTimeout {
                 bastion: self.spec.name.clone(),
@@ -59,7 +59,8 @@ impl Starter {
     }
 
     /// Polls DescribeInstances until `running`: starts it from `stopped` (once), waits out `stopping` and `pending`.
-    async fn wait_running(&self, id: &str, deadline: Instant) -> Result<(), Error> {
+    /// Returns the `running` description (its public IP is the address fallback).
+    async fn wait_running(&self, id: &str, deadline: Instant) -> Result<InstanceInfo, Error> {
         let mut started = false;
         let mut last: Option<InstanceState> = None;
         let timeout = |state: Option<InstanceState>| Error::StartTimeout {
@@ -73,7 +74,7 @@ impl Starter {
             let info = tokio::time::timeout_at(deadline, self.ec2.describe(id)).await.map_err(|_| timeout(last))??;
             let state = info.state;
             match state {
-                InstanceState::Running => return Ok(()),
+                InstanceState::Running => return Ok(info),
                 InstanceState::ShuttingDown | InstanceState::Terminated => {
                     return Err(Error::Terminated {
                         bastion: self.spec.name.clone(),
@@ -112,15 +113,16 @@ impl Starter {
     }
 
     /// The sshd address: the configured override, else the Elastic IP (DescribeAddresses is the source of truth),
-    /// else the public IP from DescribeInstances.
-    async fn address(&self, id: &str) -> Result<SocketAddr, Error> {
+    /// else the public IP of the `running` DescribeInstances answer.
+    async fn address(&self, running: &InstanceInfo) -> Result<SocketAddr, Error> {
+        let id = running.instance_id.as_str();
         if let Some(ip) = self.spec.address {
             return Ok(SocketAddr::new(ip, self.spec.port));
         }
         if let Some(ip) = self.ec2.elastic_ip(id).await? {
             return Ok(SocketAddr::new(ip, self.spec.port));
         }
-        match self.ec2.describe(id).await?.public_ip {
+        match running.public_ip {
             Some(ip) => Ok(SocketAddr::new(ip, self.spec.port)),
             None => Err(Error::NoAddress { bastion: self.spec.name.clone(), instance_id: id.into() }),
         }
