@@ -13,8 +13,13 @@
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-/// Protocol version carried in every request as `v`.
-pub const VERSION: u32 = 1;
+/// Newest protocol version, carried in every request as `v`. Version 2 changed the `status` reply: `state` is the
+/// EC2 state or `null`, with an optional `error` beside it (version 1: `state` is `unknown (<message>)` on error).
+/// Requests send the lowest version that has what they need ([`MIN_VERSION`] for everything but `status`), so a
+/// newer client still works with an older running daemon.
+pub const VERSION: u32 = 2;
+/// Oldest protocol version the daemon still serves.
+pub const MIN_VERSION: u32 = 1;
 /// Longest accepted JSON line, in bytes (including the newline).
 pub const MAX_LINE: usize = 64 * 1024;
 
@@ -105,9 +110,12 @@ pub struct BastionStatus {
     pub name: String,
     /// Instance id (resolved from the Name tag if configured that way), if known.
     pub instance_id: Option<String>,
-    /// EC2 instance state from DescribeInstances (`pending`, `running`, `stopping`, `stopped`, ...), or
-    /// `unknown (<error>)` if the call failed.
-    pub state: String,
+    /// EC2 instance state from DescribeInstances (`pending`, `running`, `stopping`, `stopped`, ...); `null` when it
+    /// is unknown, and then `error` says why.
+    pub state: Option<String>,
+    /// Why `state` is unknown (the DescribeInstances failure, or the Name tag not resolved yet).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<ErrorReply>,
     /// Address the daemon connects to (`ip:port`), if known.
     pub address: Option<String>,
     /// Whether an SSH session to the bastion is open.
@@ -124,6 +132,43 @@ pub struct BastionStatus {
     /// no daemon runs and `status` asked EC2 itself.
     #[serde(default)]
     pub pid: Option<u32>,
+    /// This daemon's (or, without a daemon, this config's) lease holder name on the instance.
+    #[serde(default)]
+    pub holder: Option<String>,
+    /// The lease tags on the instance (`bastionctl:lease:<holder>`), read now.
+    #[serde(default)]
+    pub leases: Vec<LeaseStatus>,
+    /// Why the leases could not be read or written, when they could not (e.g. a missing ec2:CreateTags: the daemon
+    /// then runs in single-user mode).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease_error: Option<ErrorReply>,
+}
+
+/// One lease tag on a bastion, for `status`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct LeaseStatus {
+    /// Who holds it: `user@host:hash` of a daemon.
+    pub holder: String,
+    /// Its expiry as written (RFC 3339, UTC).
+    pub expires: String,
+    /// Whether it is still valid by this machine's clock.
+    pub valid: bool,
+    /// Whether it is this daemon's (this config's) lease.
+    pub mine: bool,
+}
+
+impl BastionStatus {
+    /// The record as protocol version 1 clients read it: `state` a string, `unknown (<message>)` when unknown.
+    pub fn to_v1(&self) -> serde_json::Value {
+        let mut v = serde_json::to_value(self).unwrap_or_default();
+        let state = match (&self.state, &self.error) {
+            (Some(s), _) => s.clone(),
+            (None, Some(e)) => format!("unknown ({})", e.message),
+            (None, None) => "unknown".into(),
+        };
+        v["state"] = serde_json::Value::String(state);
+        v
+    }
 }
 
 /// A framing error.
@@ -265,7 +310,7 @@ mod tests {
 
     #[tokio::test]
     async fn request_round_trip_and_wire_shape() {
-        let req = Request { v: VERSION, op: Op::Connect { host: "10.0.16.10".into(), port: 22, framed: false } };
+        let req = Request { v: MIN_VERSION, op: Op::Connect { host: "10.0.16.10".into(), port: 22, framed: false } };
         let (a, b) = tokio::io::duplex(1024);
         let (_, mut w) = tokio::io::split(a);
         write_line(&mut w, &req).await.unwrap();
@@ -303,7 +348,7 @@ mod tests {
         // An old client (no `framed`) parses as raw; a new client's request still reads on an old daemon's schema.
         let old: Request = serde_json::from_str(r#"{"v":1,"op":"connect","host":"h","port":22}"#).unwrap();
         assert_eq!(old.op, Op::Connect { host: "h".into(), port: 22, framed: false });
-        let new = Request { v: VERSION, op: Op::Connect { host: "h".into(), port: 22, framed: true } };
+        let new = Request { v: MIN_VERSION, op: Op::Connect { host: "h".into(), port: 22, framed: true } };
         assert_eq!(serde_json::to_string(&new).unwrap(), r#"{"v":1,"op":"connect","host":"h","port":22,"framed":true}"#);
         // An old daemon's `ok` has no `framed`: the client then reads raw bytes.
         let ok: Reply = serde_json::from_str(r#"{"ok":{"message":""}}"#).unwrap();

@@ -66,6 +66,14 @@ pub enum Error {
         /// Open channels.
         count: usize,
     },
+    /// `down` without `--force` while other daemons hold valid leases on the bastion.
+    #[error("bastion {bastion} is in use by {}: not stopped", holders.join(", "))]
+    InUse {
+        /// Bastion name.
+        bastion: String,
+        /// The holders of the valid leases.
+        holders: Vec<String>,
+    },
     /// No bastion of that name.
     #[error("{0}")]
     UnknownBastion(String),
@@ -84,7 +92,7 @@ impl Error {
             Error::Terminated { .. } => "terminated",
             Error::NoAddress { .. } => "no_address",
             Error::NotAllowed { .. } => "not_allowed",
-            Error::ChannelsOpen { .. } => "busy",
+            Error::ChannelsOpen { .. } | Error::InUse { .. } => "busy",
             Error::UnknownBastion(_) => "bad_request",
             Error::Aborted(_) => "aborted",
         }
@@ -111,6 +119,12 @@ impl Error {
                  a `targets` list replaces the default, the VPC's CIDR blocks".into())
             }
             Error::ChannelsOpen { .. } => Some("close those SSH sessions, or run `bastionctl down --force`".into()),
+            Error::InUse { .. } => Some(
+                "their lease tags keep it running; this daemon gave up its own and stops the bastion once theirs \
+                 have ended or expired (`bastionctl status` lists them). `bastionctl down --force` stops it now and \
+                 ends their sessions"
+                    .into(),
+            ),
             Error::UnknownBastion(_) | Error::Aborted(_) => None,
         }
     }

@@ -9,7 +9,7 @@ use tokio::io::{AsyncWriteExt, BufReader};
 
 use crate::client;
 use crate::config::Config;
-use crate::control::{self, Frame, Op, Reply, Request, VERSION};
+use crate::control::{self, Frame, MIN_VERSION, Op, Reply, Request};
 
 /// Bound on the whole negotiation before the tunnel starts: the bastion's `start_timeout` plus this slack.
 pub const NEGOTIATION_SLACK: std::time::Duration = std::time::Duration::from_secs(30);
@@ -19,7 +19,7 @@ pub async fn run(cfg: &Config, host: &str, port: u16) -> anyhow::Result<()> {
     let stream = client::connect_or_spawn(cfg).await?;
     let (rd, mut wr) = stream.into_split();
     let mut rd = BufReader::new(rd);
-    let req = Request { v: VERSION, op: Op::Connect { host: host.into(), port, framed: true } };
+    let req = Request { v: MIN_VERSION, op: Op::Connect { host: host.into(), port, framed: true } };
     control::write_line(&mut wr, &req).await.context("cannot send the request to the daemon")?;
     let longest = cfg.bastions.iter().map(|b| b.start_timeout).max().unwrap_or_default() + NEGOTIATION_SLACK;
     let framed = tokio::time::timeout(longest, negotiate(&mut rd))

@@ -64,6 +64,11 @@ impl Progress {
         let _ = self.tx.send(msg);
     }
 
+    /// Sends `msg` to every subscriber without logging it (for messages the caller has logged already).
+    pub fn tell(&self, msg: impl Into<String>) {
+        let _ = self.tx.send(msg.into());
+    }
+
     /// A receiver for messages said from now on.
     pub fn subscribe(&self) -> broadcast::Receiver<String> {
         self.tx.subscribe()

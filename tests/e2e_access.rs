@@ -228,6 +228,9 @@ async fn doctor_passes_in_a_good_lab() {
         "ec2:StartInstances allowed",
         "ec2:StopInstances allowed",
         "ec2:GetConsoleOutput allowed",
+        "ec2:DescribeTags allowed",
+        "ec2:CreateTags allowed",
+        "ec2:DeleteTags allowed",
         "identity file",
         &format!("host key of {} pinned", lab.instance_id()),
     ] {

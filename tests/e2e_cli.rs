@@ -50,7 +50,7 @@ async fn up_status_and_down_drive_the_bastion() {
     assert_eq!(lab.instance_state().await.unwrap(), "running");
 
     let st = status(&lab).await;
-    assert_eq!((st.state.as_str(), st.session, st.channels), ("running", true, 0));
+    assert_eq!((st.state.as_deref(), st.session, st.channels), (Some("running"), true, 0));
     assert_eq!(st.address.as_deref(), Some(addr.as_str()));
     assert_eq!(st.instance_id.as_deref(), Some(lab.instance_id()));
     assert!(st.idle_stop_in_secs.is_some_and(|s| s <= 600), "idle clock runs after up: {st:?}");
@@ -102,7 +102,7 @@ async fn down_and_status_work_without_a_daemon() {
     let st = run(&lab, &["status", "--json"]).await;
     assert!(st.status.success(), "{}", text(&st.stderr));
     let list: Vec<BastionStatus> = serde_json::from_slice(&st.stdout).unwrap();
-    assert_eq!(list[0].state, "running");
+    assert_eq!(list[0].state.as_deref(), Some("running"));
     assert_eq!(list[0].pid, None, "no daemon, no pid");
     assert!(text(&st.stdout).contains("\"pid\": null"), "{}", text(&st.stdout));
     let down = run(&lab, &["down"]).await;

@@ -9,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 use super::{Args, Command};
 use crate::client;
 use crate::config::Config;
-use crate::control::{self, BastionStatus, Op, Reply, Request, VERSION};
+use crate::control::{self, BastionStatus, ErrorReply, MIN_VERSION, Op, Reply, Request, VERSION};
 use crate::daemon;
 use crate::ec2::{Ec2Api, InstanceState};
 use crate::ec2::aws::AwsEc2;
@@ -74,7 +74,7 @@ fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
 /// Sends `op`, relays progress to stderr, returns the `ok` message.
 async fn ask(stream: tokio::net::UnixStream, op: Op) -> anyhow::Result<String> {
     let mut io = BufReader::new(stream);
-    control::write_line(&mut io, &Request { v: VERSION, op }).await.context("cannot talk to the daemon")?;
+    control::write_line(&mut io, &Request { v: MIN_VERSION, op }).await.context("cannot talk to the daemon")?;
     loop {
         match control::read_line(&mut io).await.context("the daemon closed the connection")? {
             Reply::Progress(p) => eprintln!("bastionctl: {p}"),
@@ -105,6 +105,27 @@ async fn down(cfg: &Config, bastion: Option<String>, force: bool) -> anyhow::Res
         println!("bastion {} ({id}) is already {state}", b.name());
         return Ok(());
     }
+    if !force {
+        let leases = crate::lifecycle::lease::Leases::new(
+            Arc::new(ec2.clone()),
+            crate::lifecycle::LeaseSpec {
+                holder: crate::lifecycle::lease::local_holder(&cfg.source),
+                ttl: b.lease_ttl,
+                refresh: b.lease_refresh(),
+                clock: Default::default(),
+            },
+            b.name(),
+        );
+        let decision = leases.decide_stop(&id).await.with_context(|| format!("cannot read the leases of {id}"))?;
+        if let crate::lifecycle::lease::StopDecision::Blocked { holders, .. } = decision {
+            bail!(
+                "bastion {} ({id}) is in use by {}: not stopped\n  hint: their lease tags keep it running; `bastionctl \
+                 down --force` stops it now and ends their sessions",
+                b.name(),
+                holders.join(", ")
+            );
+        }
+    }
     ec2.stop(&id).await.with_context(|| format!("cannot stop {id}"))?;
     println!("stopping bastion {} ({id})", b.name());
     Ok(())
@@ -117,6 +138,11 @@ async fn status(cfg: &Config, json: bool) -> anyhow::Result<()> {
             control::write_line(&mut io, &Request { v: VERSION, op: Op::Status }).await?;
             match control::read_line(&mut io).await.context("the daemon closed the connection")? {
                 Reply::Status(list) => list,
+                Reply::Error(e) if e.message.contains("protocol version") => bail!(
+                    "{}: the running daemon is older than this bastionctl; restart it (`systemctl --user restart \
+                     bastionctl`, or `kill` the daemon; the next command starts a new one)",
+                    e.message
+                ),
                 Reply::Error(e) => bail!("{}", e.message),
                 other => bail!("unexpected reply {other:?}"),
             }
@@ -134,8 +160,14 @@ async fn status(cfg: &Config, json: bool) -> anyhow::Result<()> {
         print!("{}", table(&list));
     }
     // The table shows `unknown`; the full errors (often several lines) go below it, and the exit status says so.
-    let unknown: Vec<String> =
-        list.iter().filter(|s| s.state.starts_with("unknown")).map(|s| format!("bastion {}: {}", s.name, s.state)).collect();
+    let unknown: Vec<String> = list
+        .iter()
+        .filter(|s| s.state.is_none())
+        .map(|s| match &s.error {
+            Some(e) => format!("bastion {}: {}{}", s.name, e.message, e.hint.as_ref().map(|h| format!("\n  hint: {h}")).unwrap_or_default()),
+            None => format!("bastion {}: unknown", s.name),
+        })
+        .collect();
     if !unknown.is_empty() {
         bail!("the EC2 state is unknown for {} bastion(s):\n{}", unknown.len(), unknown.join("\n"));
     }
@@ -143,24 +175,34 @@ async fn status(cfg: &Config, json: bool) -> anyhow::Result<()> {
 }
 
 async fn direct_status(cfg: &Config) -> anyhow::Result<Vec<BastionStatus>> {
+    use crate::lifecycle::lease::{self, LEASE_PREFIX, LeaseTag};
     let ec2 = AwsEc2::from_config(&cfg.aws).await?;
+    let holder = lease::local_holder(&cfg.source);
+    let reply = |e: crate::ec2::Ec2Error| ErrorReply { kind: e.kind().into(), message: e.to_string(), hint: e.hint() };
     let mut out = Vec::new();
     for b in &cfg.bastions {
-        let mut st = BastionStatus { name: b.name(), ..Default::default() };
+        let mut st = BastionStatus { name: b.name(), holder: Some(holder.clone()), ..Default::default() };
         let id = match b.instance_ref() {
             crate::config::InstanceRef::Id(id) => Ok(id),
             crate::config::InstanceRef::NameTag(t) => ec2.find_by_name_tag(&t).await,
         };
-        st.state = match id {
+        match id {
             Ok(id) => {
                 st.instance_id = Some(id.clone());
                 match ec2.describe(&id).await {
-                    Ok(info) => info.state.to_string(),
-                    Err(e) => format!("unknown ({e})"),
+                    Ok(info) => st.state = Some(info.state.to_string()),
+                    Err(e) => st.error = Some(reply(e)),
+                }
+                match ec2.tags(&id, &format!("{LEASE_PREFIX}*")).await {
+                    Ok(tags) => {
+                        let tags: Vec<LeaseTag> = tags.iter().filter_map(|(k, v)| LeaseTag::parse(k, v)).collect();
+                        st.leases = lease::lease_status(&tags, &holder, std::time::SystemTime::now());
+                    }
+                    Err(e) => st.lease_error = Some(reply(e)),
                 }
             }
-            Err(e) => format!("unknown ({e})"),
-        };
+            Err(e) => st.error = Some(reply(e)),
+        }
         out.push(st);
     }
     Ok(out)
@@ -177,10 +219,10 @@ fn table(list: &[BastionStatus]) -> String {
     );
     for s in list {
         let idle = s.idle_stop_in_secs.map(|t| humantime::format_duration(std::time::Duration::from_secs(t)).to_string());
-        let state = match s.state.lines().next().unwrap_or("") {
-            "" => "-",
-            first if first.starts_with("unknown") => "unknown",
-            first => first,
+        let state = match (&s.state, &s.error) {
+            (Some(state), _) => state.as_str(),
+            (None, Some(_)) => "unknown",
+            (None, None) => "-",
         };
         let _ = writeln!(
             out,
@@ -192,6 +234,14 @@ fn table(list: &[BastionStatus]) -> String {
             s.channels,
             idle.as_deref().unwrap_or("-"),
         );
+        for l in &s.leases {
+            let whose = if l.mine { " (this daemon)" } else { "" };
+            let valid = if l.valid { "until" } else { "expired" };
+            let _ = writeln!(out, "  lease {}{whose} {valid} {}", l.holder, l.expires);
+        }
+        if let Some(e) = &s.lease_error {
+            let _ = writeln!(out, "  leases: {}", e.message.lines().next().unwrap_or(""));
+        }
     }
     out
 }
@@ -202,9 +252,10 @@ mod tests {
 
     #[test]
     fn a_multi_line_error_state_keeps_the_table_one_line_per_bastion() {
+        let error = ErrorReply { kind: "api".into(), message: "DescribeInstances failed:\n  more".into(), hint: Some("...".into()) };
         let list = [
-            BastionStatus { name: "a".into(), state: "unknown (DescribeInstances failed:\n  hint: ...)".into(), ..Default::default() },
-            BastionStatus { name: "b".into(), state: "running".into(), ..Default::default() },
+            BastionStatus { name: "a".into(), state: None, error: Some(error), ..Default::default() },
+            BastionStatus { name: "b".into(), state: Some("running".into()), ..Default::default() },
         ];
         let t = table(&list);
         assert_eq!(t.lines().count(), 3, "{t}");

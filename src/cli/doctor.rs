@@ -7,6 +7,7 @@
 //! Nothing here connects to the bastion, changes an instance, or prints key material or AWS secrets.
 
 mod keys;
+mod watchdog;
 
 use std::fmt::Display;
 use std::path::Path;
@@ -44,6 +45,11 @@ impl Report {
 
     pub(super) fn skip(&mut self, what: impl Display) {
         println!("SKIP  {what}");
+    }
+
+    /// Something to know that does not stop bastionctl from working (not counted as a failure).
+    pub(super) fn warn(&mut self, what: impl Display, fix: impl Display) {
+        println!("WARN  {what}\n      fix: {fix}");
     }
 }
 
@@ -155,7 +161,9 @@ async fn check_bastion(r: &mut Report, cfg: &Config, b: &BastionConfig, ec2: Opt
     };
     match (ec2, &instance) {
         (Some(ec2), Some((id, vpc))) => {
-            check_permissions(r, &name, ec2, id, vpc.as_deref()).await;
+            let holder = crate::lifecycle::lease::local_holder(&cfg.source);
+            check_permissions(r, &name, ec2, id, vpc.as_deref(), &holder).await;
+            watchdog::check(r, &name, ec2, id).await;
             check_default_targets(r, &name, b, ec2, vpc.as_deref()).await;
         }
         (Some(_), None) => r.skip(format!("bastion {name}: permissions (they are checked against the instance)")),
@@ -215,10 +223,19 @@ async fn check_instance(
     }
 }
 
-async fn check_permissions(r: &mut Report, name: &str, ec2: &AwsEc2, id: &str, vpc: Option<&str>) {
-    for c in permissions::check(ec2.client(), id, vpc).await {
+async fn check_permissions(r: &mut Report, name: &str, ec2: &AwsEc2, id: &str, vpc: Option<&str>, holder: &str) {
+    let key = format!("{}{holder}", crate::lifecycle::lease::LEASE_PREFIX);
+    for c in permissions::check(ec2.client(), id, vpc, &key).await {
         match c.result {
             Permission::Allowed => r.pass(format!("bastion {name}: {} allowed", c.action)),
+            Permission::Missing { message } if matches!(c.action, "ec2:CreateTags" | "ec2:DeleteTags") => r.fail(
+                format!(
+                    "bastion {name}: {} is not allowed ({message}), so the daemon runs in single-user mode: it cannot \
+                     put up its lease tag {key}, and other users' daemons may stop the bastion under its sessions",
+                    c.action
+                ),
+                missing_fix(c.action, id),
+            ),
             Permission::Missing { message } => {
                 r.fail(format!("bastion {name}: {} is not allowed ({message})", c.action), missing_fix(c.action, id))
             }
@@ -236,6 +253,10 @@ pub(super) fn missing_fix(action: &str, instance_id: &str) -> String {
         "ec2:StartInstances" | "ec2:StopInstances" | "ec2:GetConsoleOutput" => {
             format!("arn:aws:ec2:REGION:ACCOUNT:instance/{instance_id} (or instances tagged bastionctl=managed)")
         }
+        "ec2:CreateTags" | "ec2:DeleteTags" => format!(
+            "arn:aws:ec2:REGION:ACCOUNT:instance/{instance_id} (or instances tagged bastionctl=managed) for tag keys \
+             bastionctl:lease:* (condition aws:TagKeys)"
+        ),
         _ => "\"*\" (Describe calls cannot be limited to one resource)".to_string(),
     };
     format!(
@@ -303,5 +324,11 @@ mod tests {
             "Start/Stop/GetConsoleOutput are limited to instances"
         );
         assert_eq!(scoped["Condition"]["StringEquals"]["aws:ResourceTag/bastionctl"], "managed");
+        let tags = &policy["Statement"][2];
+        assert_eq!(tags["Action"], serde_json::json!(["ec2:CreateTags", "ec2:DeleteTags"]));
+        assert_eq!(tags["Resource"], "arn:aws:ec2:*:*:instance/*");
+        assert_eq!(tags["Condition"]["StringEquals"]["aws:ResourceTag/bastionctl"], "managed", "only the bastion");
+        assert_eq!(tags["Condition"]["ForAllValues:StringLike"]["aws:TagKeys"], "bastionctl:lease:*", "only leases");
+        assert_eq!(tags["Condition"]["Null"]["aws:TagKeys"], "false", "no DeleteTags without keys (= all tags)");
     }
 }

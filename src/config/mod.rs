@@ -26,6 +26,8 @@ use locate::{key_at, key_span, line_of};
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(15 * 60);
 /// Default `start_timeout`: the bound on "stopped" to "sshd answers", measured real EC2 start-to-SSH is about 21 s.
 pub const DEFAULT_START_TIMEOUT: Duration = Duration::from_secs(5 * 60);
+/// Default `lease_ttl`: how long this daemon's lease tag on a shared bastion stays valid without a refresh.
+pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(5 * 60);
 /// Default SSH port of the bastion.
 pub const DEFAULT_SSH_PORT: u16 = 22;
 
@@ -165,6 +167,14 @@ pub struct BastionConfig {
     /// Give up when the bastion is not answering SSH this long after the demand, e.g. `"5m"`.
     #[serde(default = "default_start", with = "humantime_serde")]
     pub start_timeout: Duration,
+    /// How long this daemon's lease tag (`bastionctl:lease:<holder>`) on the instance stays valid, e.g. `"5m"`.
+    /// Other daemons do not stop the bastion while it is valid; a crashed or sleeping holder's lease blocks for at
+    /// most this long.
+    #[serde(default = "default_lease_ttl", with = "humantime_serde")]
+    pub lease_ttl: Duration,
+    /// How often the lease is written anew while held; default a third of `lease_ttl`.
+    #[serde(default, with = "humantime_serde")]
+    pub lease_refresh: Option<Duration>,
     /// Connect to this address instead of the Elastic IP / public IP that EC2 reports.
     pub address: Option<IpAddr>,
     /// Where it may forward to: CIDR blocks (`10.0.16.0/20`) and host-name patterns with `*` and `?`
@@ -192,6 +202,9 @@ fn default_idle() -> Duration {
 }
 fn default_start() -> Duration {
     DEFAULT_START_TIMEOUT
+}
+fn default_lease_ttl() -> Duration {
+    DEFAULT_LEASE_TTL
 }
 fn default_ports() -> Vec<u16> {
     vec![22]
@@ -322,6 +335,11 @@ impl BastionConfig {
     /// The known_hosts file with `~` expanded; default `~/.ssh/known_hosts`.
     pub fn known_hosts(&self) -> PathBuf {
         self.known_hosts.as_deref().map(expand_tilde).unwrap_or_else(|| paths::home().join(".ssh/known_hosts"))
+    }
+
+    /// How often the lease is refreshed: `lease_refresh`, else a third of `lease_ttl`.
+    pub fn lease_refresh(&self) -> Duration {
+        self.lease_refresh.unwrap_or(self.lease_ttl / 3)
     }
 
     /// The parsed target rules (validated at load time); empty when `targets` is unset (the VPC default).

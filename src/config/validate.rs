@@ -74,6 +74,20 @@ impl Config {
                     ));
                 }
             }
+            if b.lease_ttl < std::time::Duration::from_secs(1) {
+                return Err(invalid_at(
+                    format!("bastion[{i}].lease_ttl"),
+                    "lease_ttl must be at least 1s; the default is \"5m\"".into(),
+                ));
+            }
+            if b.lease_refresh.is_some_and(|r| r.is_zero() || r >= b.lease_ttl) {
+                return Err(invalid_at(
+                    format!("bastion[{i}].lease_refresh"),
+                    "lease_refresh must be longer than zero and shorter than lease_ttl (default: a third of it), so \
+                     the lease is renewed before it expires"
+                        .into(),
+                ));
+            }
             if let Some(name) = &b.name
                 && name.trim().is_empty()
             {

@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::Shared;
-use crate::control::{self, ErrorReply, OkReply, Op, Reply, Request, VERSION};
+use crate::control::{self, ErrorReply, MIN_VERSION, OkReply, Op, Reply, Request, VERSION};
 use crate::error::Error;
 use crate::lifecycle::{Bastion, Lease};
 use crate::tunnel::BoxStream;
@@ -27,8 +27,12 @@ pub(super) async fn handle(shared: Arc<Shared>, stream: UnixStream, _shutdown: C
         Ok(Err(e)) => return reply_error(&mut io, "bad_request", format!("bad request: {e}")).await,
         Err(_) => return reply_error(&mut io, "bad_request", "no request within 10 s".into()).await,
     };
-    if req.v != VERSION {
-        let msg = format!("protocol version {} is not supported (this daemon speaks {VERSION})", req.v);
+    if !(MIN_VERSION..=VERSION).contains(&req.v) {
+        let msg = format!(
+            "protocol version {} is not supported (this daemon speaks {MIN_VERSION} to {VERSION}); if the client is \
+             newer, restart the daemon so both are the same bastionctl",
+            req.v
+        );
         return reply_error(&mut io, "bad_request", msg).await;
     }
     debug!(?req.op, "request");
@@ -41,7 +45,14 @@ pub(super) async fn handle(shared: Arc<Shared>, stream: UnixStream, _shutdown: C
             for b in &shared.bastions {
                 all.push(b.status().await);
             }
-            control::write_line(&mut io, &Reply::Status(all)).await.map_err(|e| debug!("client gone: {e}")).ok();
+            let sent = match req.v {
+                1 => {
+                    let v1: Vec<serde_json::Value> = all.iter().map(|s| s.to_v1()).collect();
+                    control::write_line(&mut io, &serde_json::json!({ "status": v1 })).await
+                }
+                _ => control::write_line(&mut io, &Reply::Status(all)).await,
+            };
+            sent.map_err(|e| debug!("client gone: {e}")).ok();
             Ok(())
         }
     };

@@ -50,7 +50,8 @@ pub fn spawn_bastions(config: &Config, ec2: Arc<dyn Ec2Api>, shutdown: &Cancella
                 console: Some(Arc::new(ec2.clone())),
             };
             let dialer = Arc::new(SshDialer::new(settings).with_first_trust(first_trust));
-            Bastion::spawn(BastionSpec::from(b), ec2.clone(), dialer, shutdown.child_token())
+            let holder = crate::lifecycle::lease::local_holder(&config.source);
+            Bastion::spawn(BastionSpec::from_config(b, holder), ec2.clone(), dialer, shutdown.child_token())
         })
         .collect()
 }

@@ -9,7 +9,7 @@ use aws_config::BehaviorVersion;
 use aws_sdk_ec2::config::Region;
 use aws_sdk_ec2::config::retry::RetryConfig;
 use aws_sdk_ec2::config::timeout::TimeoutConfig;
-use aws_sdk_ec2::types::{Filter, Instance, InstanceStateName, Vpc, VpcCidrBlockStateCode};
+use aws_sdk_ec2::types::{Filter, Instance, InstanceStateName, Tag, Vpc, VpcCidrBlockStateCode};
 use ipnet::IpNet;
 
 use super::{Ec2Api, Ec2Error, InstanceInfo, InstanceState};
@@ -257,6 +257,56 @@ impl Ec2Api for AwsEc2 {
         let bytes = aws_smithy_types::base64::decode(&b64)
             .map_err(|e| Ec2Error::BadResponse { operation: OP, detail: format!("console output is not base64: {e}") })?;
         Ok(Some(String::from_utf8_lossy(&bytes).into_owned()))
+    }
+
+    async fn tags(&self, instance_id: &str, key: &str) -> Result<Vec<(String, String)>, Ec2Error> {
+        let mut out = Vec::new();
+        let mut next_token: Option<String> = None;
+        loop {
+            let page = self
+                .client
+                .describe_tags()
+                .filters(filter("resource-id", &[instance_id]))
+                .filters(filter("key", &[key]))
+                .set_next_token(next_token.take())
+                .send()
+                .await
+                .map_err(|e| self.err("DescribeTags", e))?;
+            for t in page.tags() {
+                if let Some(k) = t.key() {
+                    out.push((k.to_owned(), t.value().unwrap_or_default().to_owned()));
+                }
+            }
+            match page.next_token() {
+                Some(t) if !t.is_empty() => next_token = Some(t.to_owned()),
+                _ => break,
+            }
+        }
+        Ok(out)
+    }
+
+    async fn create_tags(&self, instance_id: &str, tags: &[(String, String)]) -> Result<(), Ec2Error> {
+        let tags = tags.iter().map(|(k, v)| Tag::builder().key(k).value(v).build());
+        self.client
+            .create_tags()
+            .resources(instance_id)
+            .set_tags(Some(tags.collect()))
+            .send()
+            .await
+            .map_err(|e| not_found_for(instance_id, self.err("CreateTags", e)))?;
+        Ok(())
+    }
+
+    async fn delete_tags(&self, instance_id: &str, keys: &[String]) -> Result<(), Ec2Error> {
+        let tags = keys.iter().map(|k| Tag::builder().key(k).build());
+        self.client
+            .delete_tags()
+            .resources(instance_id)
+            .set_tags(Some(tags.collect()))
+            .send()
+            .await
+            .map_err(|e| not_found_for(instance_id, self.err("DeleteTags", e)))?;
+        Ok(())
     }
 }
 

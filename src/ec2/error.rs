@@ -98,8 +98,8 @@ pub enum Ec2Error {
 
 impl Ec2Error {
     /// A stable, machine-readable class of the error (for logs and `status --json`): `permission`, `credentials`,
-    /// `not_found`, `ambiguous`, `no_region`, `timeout`, `network`, `throttled`, `invalid_state`, `bad_response`
-    /// or `api` (any other AWS error code).
+    /// `not_found`, `ambiguous`, `no_region`, `timeout`, `network`, `throttled`, `invalid_state`, `tag_limit`
+    /// (more than 50 tags on the instance), `bad_response` or `api` (any other AWS error code).
     pub fn kind(&self) -> &'static str {
         match self {
             Ec2Error::Api { code, .. } if is_permission_code(code) => "permission",
@@ -107,6 +107,7 @@ impl Ec2Error {
             Ec2Error::Api { code, .. } if NOT_FOUND_CODES.contains(&code.as_str()) => "not_found",
             Ec2Error::Api { code, .. } if THROTTLE_CODES.contains(&code.as_str()) => "throttled",
             Ec2Error::Api { code, .. } if code == "IncorrectInstanceState" => "invalid_state",
+            Ec2Error::Api { code, .. } if code == "TagLimitExceeded" => "tag_limit",
             Ec2Error::Api { .. } => "api",
             Ec2Error::NoCredentials { .. } => "credentials",
             Ec2Error::Timeout { .. } => "timeout",
@@ -154,6 +155,12 @@ impl Ec2Error {
             Ec2Error::Api { code, .. } if code == "IncorrectInstanceState" => {
                 Some("the instance is changing state (or was terminated): wait for it to settle and try again".into())
             }
+            Ec2Error::Api { code, .. } if code == "TagLimitExceeded" => Some(format!(
+                "the instance already has {} tags, EC2's limit per instance, so bastionctl cannot add its lease tag: \
+                 delete tags it does not need (`aws ec2 describe-tags --filters Name=resource-id,Values=INSTANCE_ID`, \
+                 then `aws ec2 delete-tags --resources INSTANCE_ID --tags Key=KEY`)",
+                super::MAX_TAGS_PER_INSTANCE
+            )),
             Ec2Error::Api { code, .. } if THROTTLE_CODES.contains(&code.as_str()) => {
                 Some("EC2 is throttling this account's API calls: try again in a minute".into())
             }

@@ -83,4 +83,16 @@ pub trait Ec2Api: Send + Sync + 'static {
     /// GetConsoleOutput for one id, decoded from base64 (invalid UTF-8 replaced): what the instance printed to its
     /// serial console, where cloud-init writes the SSH host key fingerprints. `None` when EC2 has no output yet.
     async fn console_output(&self, instance_id: &str) -> Result<Option<String>, Ec2Error>;
+    /// DescribeTags for one instance, filtered by `key` (EC2's filter syntax: `*` matches any run of characters,
+    /// e.g. `bastionctl:lease:*`): every matching tag as `(key, value)`, all pages.
+    async fn tags(&self, instance_id: &str, key: &str) -> Result<Vec<(String, String)>, Ec2Error>;
+    /// CreateTags on one instance: adds the tags, or overwrites the values of keys it already has. Errors keep
+    /// EC2's code: `UnauthorizedOperation` (IAM), `TagLimitExceeded` (the instance would have more than
+    /// [`MAX_TAGS_PER_INSTANCE`] tags).
+    async fn create_tags(&self, instance_id: &str, tags: &[(String, String)]) -> Result<(), Ec2Error>;
+    /// DeleteTags on one instance, by key (whatever the value). Deleting a key the instance does not have is fine.
+    async fn delete_tags(&self, instance_id: &str, keys: &[String]) -> Result<(), Ec2Error>;
 }
+
+/// EC2's limit of user tags per resource; CreateTags beyond it fails with `TagLimitExceeded`.
+pub const MAX_TAGS_PER_INSTANCE: usize = 50;

@@ -14,6 +14,9 @@ pub const ACTIONS: &[&str] = &[
     "ec2:StartInstances",
     "ec2:StopInstances",
     "ec2:GetConsoleOutput",
+    "ec2:DescribeTags",
+    "ec2:CreateTags",
+    "ec2:DeleteTags",
 ];
 
 /// What EC2 said about one action.
@@ -42,9 +45,18 @@ pub struct PermissionCheck {
 }
 
 /// Asks EC2 about every action in [`ACTIONS`] with `DryRun`, for the bastion `instance_id` (its tags are what the
-/// policy's conditions look at) and its VPC when known. Each call is bounded by the client's timeouts.
-pub async fn check(client: &aws_sdk_ec2::Client, instance_id: &str, vpc_id: Option<&str>) -> Vec<PermissionCheck> {
+/// policy's conditions look at) and its VPC when known; CreateTags and DeleteTags with this daemon's lease key
+/// `lease_key` (the policy limits them to `bastionctl:lease:*` keys). Each call is bounded by the client's timeouts.
+pub async fn check(
+    client: &aws_sdk_ec2::Client,
+    instance_id: &str,
+    vpc_id: Option<&str>,
+    lease_key: &str,
+) -> Vec<PermissionCheck> {
+    use aws_sdk_ec2::types::{Filter, Tag};
     let id = instance_id.to_string();
+    let tag = |v: Option<&str>| Tag::builder().key(lease_key).set_value(v.map(str::to_owned)).build();
+    let by_id = Filter::builder().name("resource-id").values(&id).build();
     let results = [
         classify("DescribeInstances", client.describe_instances().instance_ids(&id).dry_run(true).send().await),
         classify("DescribeAddresses", client.describe_addresses().dry_run(true).send().await),
@@ -55,6 +67,12 @@ pub async fn check(client: &aws_sdk_ec2::Client, instance_id: &str, vpc_id: Opti
         classify("StartInstances", client.start_instances().instance_ids(&id).dry_run(true).send().await),
         classify("StopInstances", client.stop_instances().instance_ids(&id).dry_run(true).send().await),
         classify("GetConsoleOutput", client.get_console_output().instance_id(&id).dry_run(true).send().await),
+        classify("DescribeTags", client.describe_tags().filters(by_id).dry_run(true).send().await),
+        classify(
+            "CreateTags",
+            client.create_tags().resources(&id).tags(tag(Some("1970-01-01T00:00:00Z"))).dry_run(true).send().await,
+        ),
+        classify("DeleteTags", client.delete_tags().resources(&id).tags(tag(None)).dry_run(true).send().await),
     ];
     ACTIONS.iter().zip(results).map(|(action, result)| PermissionCheck { action, result }).collect()
 }
@@ -80,7 +98,10 @@ mod tests {
     use aws_sdk_ec2::config::{BehaviorVersion, Credentials, Region};
     use aws_sdk_ec2::error::ErrorMetadata;
     use aws_sdk_ec2::operation::describe_addresses::DescribeAddressesError;
+    use aws_sdk_ec2::operation::create_tags::CreateTagsError;
+    use aws_sdk_ec2::operation::delete_tags::DeleteTagsError;
     use aws_sdk_ec2::operation::describe_instances::DescribeInstancesError;
+    use aws_sdk_ec2::operation::describe_tags::DescribeTagsError;
     use aws_sdk_ec2::operation::describe_vpcs::DescribeVpcsError;
     use aws_sdk_ec2::operation::get_console_output::GetConsoleOutputOutput;
     use aws_sdk_ec2::operation::start_instances::StartInstancesError;
@@ -104,6 +125,11 @@ mod tests {
             mock!(Client::start_instances).then_error(|| StartInstancesError::generic(meta("UnauthorizedOperation"))),
             mock!(Client::stop_instances).then_error(|| StopInstancesError::generic(meta("DryRunOperation"))),
             mock!(Client::get_console_output).then_output(|| GetConsoleOutputOutput::builder().build()),
+            mock!(Client::describe_tags).then_error(|| DescribeTagsError::generic(meta("DryRunOperation"))),
+            mock!(Client::create_tags)
+                .match_requests(|r| r.tags().iter().all(|t| t.key().is_some_and(|k| k.starts_with("bastionctl:lease:"))))
+                .then_error(|| CreateTagsError::generic(meta("UnauthorizedOperation"))),
+            mock!(Client::delete_tags).then_error(|| DeleteTagsError::generic(meta("DryRunOperation"))),
         ];
         let interceptor =
             rules.iter().fold(MockResponseInterceptor::new().rule_mode(RuleMode::MatchAny), |i, r| i.with_rule(r));
@@ -115,7 +141,7 @@ mod tests {
             .http_client(create_mock_http_client())
             .interceptor(interceptor)
             .build();
-        let got = check(&Client::from_conf(config), "i-0123456789abcdef0", Some("vpc-1")).await;
+        let got = check(&Client::from_conf(config), "i-0123456789abcdef0", Some("vpc-1"), "bastionctl:lease:me").await;
         let summary: Vec<(&str, &str)> = got
             .iter()
             .map(|c| {
@@ -136,6 +162,9 @@ mod tests {
                 ("ec2:StartInstances", "missing"),
                 ("ec2:StopInstances", "allowed"),
                 ("ec2:GetConsoleOutput", "allowed"),
+                ("ec2:DescribeTags", "allowed"),
+                ("ec2:CreateTags", "missing"),
+                ("ec2:DeleteTags", "allowed"),
             ]
         );
     }

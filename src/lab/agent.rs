@@ -10,6 +10,7 @@ use tokio::time::Instant;
 
 use super::proc::Proc;
 use super::sshd::{self, SshdSpec};
+use super::watchdog::WatchdogFiles;
 use super::world;
 
 /// How often the agent asks moto for the instance state.
@@ -22,6 +23,9 @@ struct Shared {
     starts: u32,
     last_state: String,
     last_error: Option<String>,
+    /// Times the watchdog script ran, and how many of those runs powered the instance off.
+    watchdog_runs: u32,
+    poweroffs: u32,
 }
 
 /// Handle of the agent task; dropping it stops the task and kills the bastion sshd.
@@ -34,9 +38,18 @@ pub struct Agent {
 impl Agent {
     /// Starts watching `instance_id`; the bastion sshd described by `spec` (files already written) is run while the
     /// instance has been `running` for `boot_delay`.
-    pub fn spawn(ec2: aws_sdk_ec2::Client, instance_id: String, spec: SshdSpec, boot_delay: Duration) -> Agent {
+    ///
+    /// With `watchdog`, it also runs the bastion's idle watchdog script every `interval` while sshd runs, and turns
+    /// its power-off into a StopInstances.
+    pub fn spawn(
+        ec2: aws_sdk_ec2::Client,
+        instance_id: String,
+        spec: SshdSpec,
+        boot_delay: Duration,
+        watchdog: Option<WatchdogFiles>,
+    ) -> Agent {
         let shared = Arc::new(Mutex::new(Shared::default()));
-        let task = tokio::spawn(run(ec2, instance_id, spec, boot_delay, shared.clone()));
+        let task = tokio::spawn(run(ec2, instance_id, spec, boot_delay, watchdog, shared.clone()));
         Agent { shared, task }
     }
 
@@ -70,6 +83,13 @@ impl Agent {
         self.lock().last_state.clone()
     }
 
+    /// How many times the watchdog script has powered the instance off (each became a StopInstances), and how many
+    /// times it ran.
+    pub fn watchdog_counts(&self) -> (u32, u32) {
+        let s = self.lock();
+        (s.poweroffs, s.watchdog_runs)
+    }
+
     /// The agent's last error (a failed DescribeInstances or sshd start), if any.
     pub fn last_error(&self) -> Option<String> {
         self.lock().last_error.clone()
@@ -87,9 +107,17 @@ impl Drop for Agent {
     }
 }
 
-async fn run(ec2: aws_sdk_ec2::Client, id: String, spec: SshdSpec, boot_delay: Duration, shared: Arc<Mutex<Shared>>) {
+async fn run(
+    ec2: aws_sdk_ec2::Client,
+    id: String,
+    spec: SshdSpec,
+    boot_delay: Duration,
+    watchdog: Option<WatchdogFiles>,
+    shared: Arc<Mutex<Shared>>,
+) {
     let lock = || shared.lock().unwrap_or_else(|e| e.into_inner());
     let mut running_since: Option<Instant> = None;
+    let mut next_watchdog = Instant::now();
     loop {
         match world::instance_state(&ec2, &id).await {
             Ok(state) => {
@@ -107,17 +135,49 @@ async fn run(ec2: aws_sdk_ec2::Client, id: String, spec: SshdSpec, boot_delay: D
                     if need && since.elapsed() >= boot_delay {
                         match sshd::spawn(&spec).await {
                             Ok(p) => {
+                                if let (Some(w), Some(pid)) = (&watchdog, p.pid())
+                                    && let Err(e) = w.boot(pid)
+                                {
+                                    lock().last_error = Some(format!("watchdog: {e:#}"));
+                                }
                                 let mut s = lock();
                                 s.sshd = Some(p);
                                 s.starts += 1;
                             }
                             Err(e) => lock().last_error = Some(format!("{e:#}")),
                         }
+                    } else if let Some(w) = &watchdog
+                        && !need
+                        && Instant::now() >= next_watchdog
+                    {
+                        next_watchdog = Instant::now() + w.opts.interval;
+                        watchdog_tick(&ec2, &id, w, since.elapsed(), &shared).await;
                     }
                 }
             }
             Err(e) => lock().last_error = Some(format!("{e:#}")),
         }
         tokio::time::sleep(AGENT_POLL).await;
+    }
+}
+
+/// One run of the watchdog script; a power-off stops the instance in moto (the next poll then kills sshd).
+async fn watchdog_tick(
+    ec2: &aws_sdk_ec2::Client,
+    id: &str,
+    w: &WatchdogFiles,
+    uptime: Duration,
+    shared: &Arc<Mutex<Shared>>,
+) {
+    let lock = || shared.lock().unwrap_or_else(|e| e.into_inner());
+    let res = w.run(uptime).await;
+    lock().watchdog_runs += 1;
+    match res {
+        Ok(false) => {}
+        Ok(true) => match ec2.stop_instances().instance_ids(id).send().await {
+            Ok(_) => lock().poweroffs += 1,
+            Err(e) => lock().last_error = Some(format!("watchdog power-off: StopInstances: {e}")),
+        },
+        Err(e) => lock().last_error = Some(format!("watchdog: {e:#}")),
     }
 }

@@ -107,9 +107,14 @@ impl Lab {
     /// Spawns `bastionctl --config <cfg> daemon` (stderr appended to `daemon-foreground.log`) and waits until its
     /// control socket accepts.
     pub async fn start_daemon(&self) -> anyhow::Result<DaemonGuard> {
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.foreground_daemon_log())?;
-        let child = self
-            .bastionctl_command(["daemon"])
+        let log = self.foreground_daemon_log();
+        self.spawn_daemon(self.bastionctl_command(["daemon"]), &self.files.socket.clone(), &log).await
+    }
+
+    /// Spawns the daemon command `cmd` with stderr appended to `log_path` and waits until `socket` accepts.
+    pub(super) async fn spawn_daemon(&self, mut cmd: Command, socket: &Path, log_path: &Path) -> anyhow::Result<DaemonGuard> {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(log_path)?;
+        let child = cmd
             .stdout(log.try_clone()?)
             .stderr(log)
             .spawn()
@@ -118,16 +123,14 @@ impl Lab {
         let deadline = Instant::now() + DAEMON_READY_TIMEOUT;
         loop {
             if let Some(status) = guard.exited() {
-                bail!("bastionctl daemon exited with {status}:\n{}", self.daemon_log());
+                let text = std::fs::read_to_string(log_path).unwrap_or_default();
+                bail!("bastionctl daemon exited with {status}:\n{text}");
             }
-            if tokio::net::UnixStream::connect(&self.files.socket).await.is_ok() {
+            if tokio::net::UnixStream::connect(socket).await.is_ok() {
                 return Ok(guard);
             }
             if Instant::now() >= deadline {
-                bail!(
-                    "bastionctl daemon did not accept on {} within {DAEMON_READY_TIMEOUT:?}",
-                    self.files.socket.display()
-                );
+                bail!("bastionctl daemon did not accept on {} within {DAEMON_READY_TIMEOUT:?}", socket.display());
             }
             tokio::time::sleep(POLL_INTERVAL).await;
         }

@@ -78,6 +78,8 @@ pub struct ProductConfig<'a> {
     pub start_timeout: Duration,
     /// Leave `targets` out (the daemon then allows the VPC's CIDR blocks).
     pub vpc_default_targets: bool,
+    /// `lease_ttl`, when not the product's default.
+    pub lease_ttl: Option<Duration>,
 }
 
 /// The bastionctl config (format in docs/CONTRACTS.md).
@@ -89,7 +91,7 @@ pub fn product_config(f: &LabFiles, c: &ProductConfig<'_>) -> String {
          [[bastion]]\nname = \"lab\"\ninstance_id = {id}\nuser = {user}\nport = {bport}\n\
          identity_files = [{identity}]\nagent = false\nknown_hosts = {kh}\n\
          idle_timeout = \"{idle}ms\"\nstart_timeout = \"{start}ms\"\n\
-         {targets}target_ports = [{pport}]\n",
+         {targets}target_ports = [{pport}]\n{lease}",
         endpoint = toml_str(c.endpoint_url),
         socket = toml_path(&f.socket),
         log = toml_path(&f.daemon_log),
@@ -106,6 +108,7 @@ pub fn product_config(f: &LabFiles, c: &ProductConfig<'_>) -> String {
             false => format!("targets = [\"{}/32\"]\n", c.private_addr),
         },
         pport = c.private_port,
+        lease = c.lease_ttl.map(|t| format!("lease_ttl = \"{}ms\"\n", t.as_millis())).unwrap_or_default(),
     )
 }
 

@@ -13,6 +13,7 @@
 mod agent;
 mod cmd;
 mod ec2xml;
+mod users;
 pub mod faults;
 mod files;
 pub mod front;
@@ -24,6 +25,7 @@ mod observe;
 pub mod proc;
 pub mod report;
 pub mod sshd;
+pub mod watchdog;
 pub mod world;
 
 use std::net::Ipv4Addr;
@@ -35,6 +37,7 @@ use anyhow::Context;
 
 pub use cmd::DaemonGuard;
 pub use files::LabFiles;
+pub use users::OtherUser;
 pub use front::{Ec2Front, Fault};
 pub use hostkeys::ConsoleFingerprints;
 
@@ -71,6 +74,12 @@ pub struct LabOptions {
     /// VPC; the lab then also associates `<private_addr>/24` with the VPC (moto accepts a loopback block), so the
     /// private host is inside the VPC without anything dialling 10.x. Default false (`targets = ["<private>/32"]`).
     pub vpc_default_targets: bool,
+    /// `lease_ttl` written into the bastionctl config (default: unset, the product's default).
+    pub lease_ttl: Option<Duration>,
+    /// Run the bastion's idle watchdog script in the instance agent (see [`watchdog`]). Default none.
+    pub watchdog: Option<watchdog::WatchdogOptions>,
+    /// `ClientAliveInterval` (seconds) and `ClientAliveCountMax` for the bastion sshd. Default none (sshd's: off).
+    pub bastion_client_alive: Option<(u32, u32)>,
 }
 
 impl LabOptions {
@@ -87,6 +96,9 @@ impl LabOptions {
             private_addr: Ipv4Addr::new(127, 0, 3, 1),
             ec2_front: false,
             vpc_default_targets: false,
+            lease_ttl: None,
+            watchdog: None,
+            bastion_client_alive: None,
         }
     }
 }
@@ -176,13 +188,22 @@ impl Lab {
             log_level: "DEBUG1",
         };
         bastion.write_files()?;
+        if let Some((interval, count)) = opts.bastion_client_alive {
+            use std::io::Write;
+            let mut f = std::fs::OpenOptions::new().append(true).open(bastion.config_path())?;
+            writeln!(f, "ClientAliveInterval {interval}\nClientAliveCountMax {count}")?;
+        }
+        let watchdog = match &opts.watchdog {
+            Some(w) => Some(watchdog::WatchdogFiles::new(&bastion.dir, w.clone())?),
+            None => None,
+        };
 
         let files = LabFiles::new(&dir, user_key.private.clone());
         let front = match opts.ec2_front {
             true => Some(Ec2Front::start(&moto.url()).await.context("cannot start the EC2 front")?),
             false => None,
         };
-        let agent = Agent::spawn(ec2.clone(), world.instance_id.clone(), bastion.clone(), opts.boot_delay);
+        let agent = Agent::spawn(ec2.clone(), world.instance_id.clone(), bastion.clone(), opts.boot_delay, watchdog);
         let lab = Lab {
             opts,
             name,
@@ -236,6 +257,7 @@ impl Lab {
             idle_timeout: self.opts.idle_timeout,
             start_timeout: self.opts.start_timeout,
             vpc_default_targets: self.opts.vpc_default_targets,
+            lease_ttl: self.opts.lease_ttl,
         };
         std::fs::write(&f.config, files::product_config(f, &product))?;
         let proxy = format!(

@@ -40,6 +40,16 @@ impl Lab {
         self.private_sshd.pid()
     }
 
+    /// How many times the watchdog script (when the lab runs it) powered the instance off, and how many times it ran.
+    pub fn watchdog_counts(&self) -> (u32, u32) {
+        self.agent.watchdog_counts()
+    }
+
+    /// Everything the watchdog script printed, over all runs.
+    pub fn watchdog_log(&self) -> String {
+        std::fs::read_to_string(self.bastion.dir.join("watchdog.log")).unwrap_or_default()
+    }
+
     /// The agent's last error, if any (for test failure messages).
     pub fn agent_error(&self) -> Option<String> {
         self.agent.last_error()

@@ -6,9 +6,11 @@ use std::sync::atomic::Ordering;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
+use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use super::lease::{Leases, StopDecision};
 use super::start::{Counters, Starter};
 use super::{BastionSpec, Cmd, Lease, Ready, Shared};
 use crate::control::BastionStatus;
@@ -25,9 +27,21 @@ enum Waiter {
 enum Done {
     Adopted(Result<(String, InstanceState), Error>),
     Started(Option<String>, Result<Ready, Error>),
-    /// `Ok(Some(state))`: `down` found it already `stopped`/`stopping` and did not call StopInstances.
-    Stopped(Result<Option<InstanceState>, Error>, Option<oneshot::Sender<Shared<String>>>),
+    Stopped(Result<StopOutcome, Error>, Option<oneshot::Sender<Shared<String>>>),
 }
+
+/// How a stop attempt ended.
+enum StopOutcome {
+    /// StopInstances was called.
+    Stopped,
+    /// It was already `stopped`/`stopping` (found by `down` or a re-check): StopInstances was not called.
+    Already(InstanceState),
+    /// Other daemons hold valid leases: not stopped; look again after the duration.
+    Blocked(Vec<String>, Duration),
+}
+
+/// Bound on deleting this daemon's lease when the daemon shuts down.
+const RELEASE_ON_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(3);
 
 pub(super) struct Actor {
     starter: Starter,
@@ -46,6 +60,12 @@ pub(super) struct Actor {
     maybe_running: bool,
     /// Start of the current idle period (no channels, nothing in flight).
     idle_since: Instant,
+    /// This daemon's lease tag is held (written at a demand, refreshed, deleted at the idle stop).
+    holding: bool,
+    /// When the held lease is written anew.
+    refresh_at: Option<Instant>,
+    /// Set when an idle stop was blocked by other daemons' leases: when to look again.
+    recheck_at: Option<Instant>,
 }
 
 impl Actor {
@@ -54,12 +74,13 @@ impl Actor {
         ec2: Arc<dyn Ec2Api>,
         dialer: Arc<dyn Dialer>,
         progress: Progress,
+        leases: Arc<Leases>,
         rx: mpsc::Receiver<Cmd>,
         shutdown: CancellationToken,
     ) -> Actor {
         let (done_tx, done_rx) = mpsc::channel(16);
         let (channels, channels_rx) = watch::channel(0);
-        let starter = Starter { spec, ec2, dialer, progress, counters: Arc::new(Counters::default()) };
+        let starter = Starter { spec, ec2, dialer, progress, counters: Arc::new(Counters::default()), leases };
         Actor {
             starter,
             rx,
@@ -75,6 +96,9 @@ impl Actor {
             waiters: Vec::new(),
             maybe_running: false,
             idle_since: Instant::now(),
+            holding: false,
+            refresh_at: None,
+            recheck_at: None,
         }
     }
 
@@ -92,10 +116,17 @@ impl Actor {
                     }
                 }
                 _ = sleep_until_opt(idle_deadline) => self.idle_stop(),
+                _ = sleep_until_opt(self.refresh_at) => self.refresh_lease(),
             }
         }
         if let Some(h) = self.starting.take() {
             h.abort();
+        }
+        if let (true, Some(id)) = (self.holding, &self.instance_id) {
+            let release = self.starter.leases.release(id);
+            if tokio::time::timeout(RELEASE_ON_SHUTDOWN_TIMEOUT, release).await.is_err() {
+                warn!(bastion = %self.name(), "could not delete the lease tag while shutting down; it expires by itself");
+            }
         }
         self.fail_waiters(Arc::new(Error::Aborted("the daemon is shutting down".into())));
     }
@@ -111,7 +142,17 @@ impl Actor {
             && self.starting.is_none()
             && !self.stopping
             && self.waiters.is_empty();
-        idle.then(|| self.idle_since + self.starter.spec.idle_timeout)
+        idle.then(|| self.recheck_at.unwrap_or(self.idle_since + self.starter.spec.idle_timeout))
+    }
+
+    /// Writes the held lease anew, in the background.
+    fn refresh_lease(&mut self) {
+        self.refresh_at = Some(Instant::now() + self.starter.spec.lease.refresh);
+        let Some(id) = self.instance_id.clone() else { return };
+        let leases = self.starter.leases.clone();
+        tokio::spawn(async move {
+            leases.write(&id, None).await;
+        });
     }
 
     fn adopt(&mut self) {
@@ -171,13 +212,21 @@ impl Actor {
         let known = self.instance_id.clone();
         let done = self.done_tx.clone();
         self.maybe_running = true;
+        self.recheck_at = None;
+        self.holding = true;
+        self.refresh_at = Some(Instant::now() + self.starter.spec.lease.refresh);
         self.starting = Some(tokio::spawn(async move {
-            let (id, res) = match known {
-                Some(id) => (Some(id.clone()), starter.bring_up(&id).await),
-                None => match starter.resolve().await {
-                    Ok(id) => (Some(id.clone()), starter.bring_up(&id).await),
-                    Err(e) => (None, Err(e)),
-                },
+            let id = match known {
+                Some(id) => Ok(id),
+                None => starter.resolve().await,
+            };
+            let (id, res) = match id {
+                Ok(id) => {
+                    // The lease goes up before the start or the connect, so a daemon deciding to stop sees it.
+                    starter.leases.write(&id, Some(&starter.progress)).await;
+                    (Some(id.clone()), starter.bring_up(&id).await)
+                }
+                Err(e) => (None, Err(e)),
             };
             let _ = done.send(Done::Started(id, res)).await;
         }));
@@ -223,16 +272,28 @@ impl Actor {
             Done::Stopped(res, reply) => {
                 self.stopping = false;
                 self.idle_since = Instant::now();
+                self.recheck_at = None;
                 let res = res.map_err(Arc::new);
                 match &res {
+                    Ok(StopOutcome::Blocked(holders, again)) => {
+                        info!(
+                            bastion = %self.name(),
+                            "not stopping: in use by {} (their leases are valid); looking again in {}",
+                            holders.join(", "),
+                            humantime::format_duration(Duration::from_secs(again.as_secs().max(1)))
+                        );
+                        self.recheck_at = Some(Instant::now() + *again);
+                    }
                     Ok(_) => self.maybe_running = false,
-                    Err(e) => warn!(bastion = %self.name(), "StopInstances failed: {e}"),
+                    Err(e) => warn!(bastion = %self.name(), "the stop failed: {e}"),
                 }
                 if let Some(reply) = reply {
                     let id = self.instance_id.clone().unwrap_or_default();
-                    let _ = reply.send(res.map(|already| match already {
-                        Some(state) => format!("bastion {} ({id}) is already {state}", self.name()),
-                        None => format!("stopping bastion {} ({id})", self.name()),
+                    let name = self.name().to_string();
+                    let _ = reply.send(res.and_then(|outcome| match outcome {
+                        StopOutcome::Already(state) => Ok(format!("bastion {name} ({id}) is already {state}")),
+                        StopOutcome::Stopped => Ok(format!("stopping bastion {name} ({id})")),
+                        StopOutcome::Blocked(holders, _) => Err(Arc::new(Error::InUse { bastion: name, holders })),
                     }));
                 }
                 if !self.waiters.is_empty() {
@@ -257,7 +318,7 @@ impl Actor {
             "no open channel for {}: stopping the bastion",
             humantime::format_duration(self.starter.spec.idle_timeout)
         );
-        self.begin_stop(None);
+        self.begin_stop(None, false);
     }
 
     fn down(&mut self, force: bool, reply: oneshot::Sender<Shared<String>>) {
@@ -270,35 +331,53 @@ impl Actor {
             h.abort();
             self.fail_waiters(Arc::new(Error::Aborted(format!("bastion {} was stopped by `bastionctl down`", self.name()))));
         }
-        info!(bastion = %self.name(), channels = open, "stopping the bastion on request");
-        self.begin_stop(Some(reply));
+        info!(bastion = %self.name(), channels = open, force, "stopping the bastion on request");
+        self.begin_stop(Some(reply), force);
     }
 
-    /// Closes the session and stops the instance in the background. For `down` (a `reply` is waiting) the instance
-    /// is described first: one already `stopped` or `stopping` is not stopped again.
-    fn begin_stop(&mut self, reply: Option<oneshot::Sender<Shared<String>>>) {
+    /// Closes the session, gives up this daemon's lease and stops the instance in the background, unless (without
+    /// `force`) other daemons hold valid leases, read right before the stop. For `down` (a `reply` is waiting) and
+    /// for a re-check after a blocked stop, the instance is described first: one already `stopped` or `stopping` is
+    /// not stopped again.
+    fn begin_stop(&mut self, reply: Option<oneshot::Sender<Shared<String>>>, force: bool) {
         if let Some(ready) = self.ready.take() {
             ready.session.close();
         }
         self.stopping = true;
+        let release = std::mem::take(&mut self.holding);
+        self.refresh_at = None;
         let starter = self.starter.clone();
         let known = self.instance_id.clone();
         let done = self.done_tx.clone();
-        let check_first = reply.is_some();
+        let check_first = reply.is_some() || self.recheck_at.is_some();
         tokio::spawn(async move {
             let res = async {
                 let id = match known {
                     Some(id) => id,
                     None => starter.resolve().await?,
                 };
+                let leases = &starter.leases;
                 if check_first {
                     let state = starter.ec2.describe(&id).await?.state;
                     if matches!(state, InstanceState::Stopped | InstanceState::Stopping) {
-                        return Ok(Some(state));
+                        if release {
+                            leases.release(&id).await;
+                        }
+                        return Ok(StopOutcome::Already(state));
                     }
                 }
+                if !force && let StopDecision::Blocked { holders, recheck_in } = leases.decide_stop(&id).await? {
+                    if release {
+                        leases.release(&id).await;
+                    }
+                    return Ok(StopOutcome::Blocked(holders, recheck_in));
+                }
                 starter.progress.say(format!("stopping {id}"));
-                starter.stop(&id).await.map(|()| None)
+                starter.stop(&id).await?;
+                if release {
+                    leases.release(&id).await;
+                }
+                Ok(StopOutcome::Stopped)
             }
             .await;
             let _ = done.send(Done::Stopped(res, reply)).await;
@@ -310,7 +389,7 @@ impl Actor {
         BastionStatus {
             name: self.name().into(),
             instance_id: self.instance_id.clone(),
-            state: String::new(),
+            state: None,
             address: self.ready.as_ref().map(|r| r.addr.to_string()),
             session: self.ready.as_ref().is_some_and(|r| !r.session.is_closed()),
             channels: *self.channels.borrow(),
@@ -318,6 +397,7 @@ impl Actor {
             start_calls: c.start_calls.load(Ordering::Relaxed),
             stop_calls: c.stop_calls.load(Ordering::Relaxed),
             pid: Some(std::process::id()),
+            ..Default::default()
         }
     }
 }

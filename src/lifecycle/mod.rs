@@ -6,6 +6,7 @@
 //! `idle_timeout`, the actor calls StopInstances. It never stops while a lease is held or a demand is waiting.
 
 mod actor;
+pub mod lease;
 mod start;
 #[cfg(test)]
 mod tests;
@@ -18,10 +19,11 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{BastionConfig, InstanceRef, TargetRule};
-use crate::control::BastionStatus;
+use crate::control::{BastionStatus, ErrorReply};
 use crate::ec2::Ec2Api;
 use crate::error::Error;
 use crate::tunnel::{Dialer, Progress, Session};
+pub use lease::{LeaseSpec, Leases, WallClock};
 
 /// How often EC2 is polled while waiting for a state change.
 pub const POLL_INTERVAL: Duration = Duration::from_secs(1);
@@ -47,10 +49,13 @@ pub struct BastionSpec {
     pub rules: Vec<TargetRule>,
     /// Allowed target ports.
     pub target_ports: Vec<u16>,
+    /// This daemon's lease on the (possibly shared) instance.
+    pub lease: LeaseSpec,
 }
 
-impl From<&BastionConfig> for BastionSpec {
-    fn from(b: &BastionConfig) -> Self {
+impl BastionSpec {
+    /// The spec of the `[[bastion]]` table `b`, leased as `holder` (see [`lease::local_holder`]).
+    pub fn from_config(b: &BastionConfig, holder: String) -> Self {
         BastionSpec {
             name: b.name(),
             instance: b.instance_ref(),
@@ -60,6 +65,7 @@ impl From<&BastionConfig> for BastionSpec {
             start_timeout: b.start_timeout,
             rules: b.target_rules(),
             target_ports: b.target_ports.clone(),
+            lease: LeaseSpec { holder, ttl: b.lease_ttl, refresh: b.lease_refresh(), clock: WallClock::default() },
         }
     }
 }
@@ -95,6 +101,14 @@ impl Drop for Lease {
     }
 }
 
+fn timed_out(operation: &str) -> ErrorReply {
+    ErrorReply {
+        kind: "timeout".into(),
+        message: format!("EC2 {operation} did not answer within {}s", STATUS_TIMEOUT.as_secs()),
+        hint: Some("check network access to the EC2 endpoint".into()),
+    }
+}
+
 /// A demand's result, shared between all demands served by one start attempt.
 pub type Shared<T> = Result<T, Arc<Error>>;
 
@@ -109,6 +123,7 @@ pub(crate) enum Cmd {
 #[derive(Clone)]
 pub struct Bastion {
     spec: Arc<BastionSpec>,
+    leases: Arc<Leases>,
     tx: mpsc::Sender<Cmd>,
     progress: Progress,
     ec2: Arc<dyn Ec2Api>,
@@ -126,9 +141,10 @@ impl Bastion {
         let spec = Arc::new(spec);
         let progress = Progress::default();
         let (tx, rx) = mpsc::channel(256);
-        let actor = actor::Actor::new(spec.clone(), ec2.clone(), dialer, progress.clone(), rx, shutdown);
+        let leases = Arc::new(Leases::new(ec2.clone(), spec.lease.clone(), spec.name.clone()));
+        let actor = actor::Actor::new(spec.clone(), ec2.clone(), dialer, progress.clone(), leases.clone(), rx, shutdown);
         tokio::spawn(actor.run());
-        Bastion { spec, tx, progress, ec2 }
+        Bastion { spec, leases, tx, progress, ec2 }
     }
 
     /// The bastion's configuration.
@@ -164,30 +180,45 @@ impl Bastion {
         self.ask(|reply| Cmd::Down { force, reply }).await?
     }
 
-    /// Local facts plus a live DescribeInstances (bounded by [`STATUS_TIMEOUT`]) for the EC2 state.
+    /// This bastion's leases on the instance.
+    pub fn leases(&self) -> &Arc<Leases> {
+        &self.leases
+    }
+
+    /// Local facts plus a live DescribeInstances and DescribeTags (each bounded by [`STATUS_TIMEOUT`]) for the EC2
+    /// state and the leases.
     pub async fn status(&self) -> BastionStatus {
         let mut st = match self.ask(Cmd::Status).await {
             Ok(st) => st,
             Err(e) => BastionStatus {
                 name: self.spec.name.clone(),
-                state: format!("unknown ({e})"),
+                error: Some(e.to_reply()),
                 pid: Some(std::process::id()),
                 ..Default::default()
             },
         };
+        st.holder = Some(self.leases.holder().to_string());
         let id = match (&st.instance_id, &self.spec.instance) {
             (Some(id), _) | (None, InstanceRef::Id(id)) => Some(id.clone()),
             _ => None,
         };
-        if let Some(id) = id {
-            st.instance_id = Some(id.clone());
-            st.state = match tokio::time::timeout(STATUS_TIMEOUT, self.ec2.describe(&id)).await {
-                Ok(Ok(info)) => info.state.to_string(),
-                Ok(Err(e)) => format!("unknown ({e})"),
-                Err(_) => "unknown (DescribeInstances timed out)".into(),
-            };
-        } else if st.state.is_empty() {
-            st.state = "unknown (the instance of its Name tag is not found yet; the daemon log says why)".into();
+        let Some(id) = id else {
+            st.error.get_or_insert_with(|| ErrorReply {
+                kind: "not_found".into(),
+                message: "the instance of its Name tag is not found yet; the daemon log says why".into(),
+                hint: None,
+            });
+            return st;
+        };
+        st.instance_id = Some(id.clone());
+        match tokio::time::timeout(STATUS_TIMEOUT, self.ec2.describe(&id)).await {
+            Ok(Ok(info)) => st.state = Some(info.state.to_string()),
+            Ok(Err(e)) => st.error = Some(Error::from(e).to_reply()),
+            Err(_) => st.error = Some(timed_out("DescribeInstances")),
+        }
+        match tokio::time::timeout(STATUS_TIMEOUT, self.leases.status(&id)).await {
+            Ok((leases, err)) => (st.leases, st.lease_error) = (leases, err),
+            Err(_) => st.lease_error = Some(timed_out("DescribeTags")),
         }
         st
     }

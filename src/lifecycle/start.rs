@@ -28,6 +28,7 @@ pub(super) struct Starter {
     pub dialer: Arc<dyn Dialer>,
     pub progress: Progress,
     pub counters: Arc<Counters>,
+    pub leases: Arc<super::lease::Leases>,
 }
 
 impl Starter {

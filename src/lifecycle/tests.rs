@@ -15,10 +15,25 @@ use crate::ssh::SshError;
 use crate::tunnel::{BoxStream, Session};
 
 const IDLE: Duration = Duration::from_secs(60);
+const TTL: Duration = Duration::from_secs(300);
+const ME: &str = "me@here:000000";
+
+/// A wall clock that follows tokio's (paused) time, from a fixed start.
+fn paused_clock() -> WallClock {
+    let base = std::time::SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+    let t0 = Instant::now();
+    WallClock::new(move || base + t0.elapsed())
+}
 
 /// EC2 where `pending` and `stopping` last a set (virtual) time, like the real thing.
 struct FakeEc2 {
     st: Mutex<FakeState>,
+    /// The instance's tags.
+    tags: Mutex<std::collections::BTreeMap<String, String>>,
+    /// Every tag call, in order: `create KEY`, `delete KEY`, `describe`.
+    tag_calls: Mutex<Vec<String>>,
+    /// Answer CreateTags/DeleteTags with this error code.
+    deny_tags: Mutex<Option<&'static str>>,
     starts: AtomicUsize,
     stops: AtomicUsize,
     pending_for: Duration,
@@ -35,6 +50,9 @@ impl FakeEc2 {
         let until = matches!(state, InstanceState::Pending | InstanceState::Stopping).then(|| Instant::now() + pending_for);
         Arc::new(FakeEc2 {
             st: Mutex::new(FakeState { state, until }),
+            tags: Mutex::default(),
+            tag_calls: Mutex::default(),
+            deny_tags: Mutex::default(),
             starts: AtomicUsize::new(0),
             stops: AtomicUsize::new(0),
             pending_for,
@@ -82,6 +100,7 @@ impl Ec2Api for FakeEc2 {
             return Err(incorrect_state("StartInstances"));
         }
         self.starts.fetch_add(1, Ordering::SeqCst);
+        self.tag_calls.lock().unwrap().push("start".into());
         self.set(InstanceState::Pending, Some(self.pending_for));
         Ok(())
     }
@@ -90,6 +109,7 @@ impl Ec2Api for FakeEc2 {
             return Err(incorrect_state("StopInstances"));
         }
         self.stops.fetch_add(1, Ordering::SeqCst);
+        self.tag_calls.lock().unwrap().push("stop".into());
         self.set(InstanceState::Stopping, Some(self.stopping_for));
         Ok(())
     }
@@ -98,6 +118,31 @@ impl Ec2Api for FakeEc2 {
     }
     async fn console_output(&self, _id: &str) -> Result<Option<String>, Ec2Error> {
         Ok(None)
+    }
+    async fn tags(&self, _id: &str, key: &str) -> Result<Vec<(String, String)>, Ec2Error> {
+        self.tag_calls.lock().unwrap().push("describe".into());
+        let prefix = key.trim_end_matches('*');
+        let tags = self.tags.lock().unwrap();
+        Ok(tags.iter().filter(|(k, _)| k.starts_with(prefix)).map(|(k, v)| (k.clone(), v.clone())).collect())
+    }
+    async fn create_tags(&self, _id: &str, tags: &[(String, String)]) -> Result<(), Ec2Error> {
+        let mut calls = self.tag_calls.lock().unwrap();
+        calls.extend(tags.iter().map(|(k, _)| format!("create {k}")));
+        if let Some(code) = *self.deny_tags.lock().unwrap() {
+            return Err(Ec2Error::Api { operation: "CreateTags", code: code.into(), message: "denied".into() });
+        }
+        self.tags.lock().unwrap().extend(tags.iter().cloned());
+        Ok(())
+    }
+    async fn delete_tags(&self, _id: &str, keys: &[String]) -> Result<(), Ec2Error> {
+        let mut calls = self.tag_calls.lock().unwrap();
+        calls.extend(keys.iter().map(|k| format!("delete {k}")));
+        if let Some(code) = *self.deny_tags.lock().unwrap() {
+            return Err(Ec2Error::Api { operation: "DeleteTags", code: code.into(), message: "denied".into() });
+        }
+        let mut tags = self.tags.lock().unwrap();
+        keys.iter().for_each(|k| drop(tags.remove(k)));
+        Ok(())
     }
 }
 
@@ -143,6 +188,7 @@ impl Dialer for FakeDialer {
 }
 
 struct World {
+    clock: WallClock,
     ec2: Arc<FakeEc2>,
     dialer: Arc<FakeDialer>,
     bastion: Bastion,
@@ -152,6 +198,7 @@ struct World {
 fn world(state: InstanceState, pending_for: Duration, stopping_for: Duration, start_timeout: Duration) -> World {
     let ec2 = FakeEc2::new(state, pending_for, stopping_for);
     let dialer = Arc::new(FakeDialer::default());
+    let clock = paused_clock();
     let spec = BastionSpec {
         name: "test".into(),
         instance: crate::config::InstanceRef::Id("i-0123456789abcdef0".into()),
@@ -161,10 +208,11 @@ fn world(state: InstanceState, pending_for: Duration, stopping_for: Duration, st
         start_timeout,
         rules: vec![],
         target_ports: vec![22],
+        lease: LeaseSpec { holder: ME.into(), ttl: TTL, refresh: TTL / 3, clock: clock.clone() },
     };
     let token = CancellationToken::new();
     let bastion = Bastion::spawn(spec, ec2.clone(), dialer.clone(), token.clone());
-    World { ec2, dialer, bastion, _shutdown: token.drop_guard() }
+    World { clock, ec2, dialer, bastion, _shutdown: token.drop_guard() }
 }
 
 fn stopped_world() -> World {
@@ -181,7 +229,7 @@ async fn demand_on_stopped_starts_once_and_becomes_ready() {
     assert!(t0.elapsed() >= Duration::from_secs(10), "waited for pending to end");
     assert_eq!(lease.ready.addr.to_string(), "127.0.2.1:22");
     let st = w.bastion.status().await;
-    assert_eq!((st.channels, st.start_calls, st.state.as_str()), (1, 1, "running"));
+    assert_eq!((st.channels, st.start_calls, st.state.as_deref()), (1, 1, Some("running")));
 }
 
 #[tokio::test(start_paused = true)]
@@ -359,3 +407,6 @@ async fn clock_jump_never_stops_with_a_lease_and_stops_an_idle_bastion_once() {
     );
     assert!(pass, "{with_lease} {idle_clock:?} {early} {on_time} {after_second_jump}");
 }
+
+#[path = "tests_leases.rs"]
+mod leases;
