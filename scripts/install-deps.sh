@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Installs what the lab and the tests need on a Debian machine: OpenSSH (client + server, used as real fixtures)
-# and moto's EC2 server (the independent EC2 emulator). Idempotent; run as root or with sudo available.
+# Installs what the lab and the tests need on a Debian machine: OpenSSH (client + server, used as real fixtures),
+# moto's EC2 server (the independent EC2 emulator) and shellcheck (the tests check the bastion's watchdog script).
+# Idempotent; run as root or with sudo available.
 set -euo pipefail
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
@@ -8,7 +9,11 @@ if [ ! -x /usr/sbin/sshd ] || ! command -v ssh-keygen >/dev/null; then
     $SUDO apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends openssh-server openssh-client >/dev/null
 fi
+if ! command -v shellcheck >/dev/null; then
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends shellcheck >/dev/null
+fi
 if ! command -v moto_server >/dev/null || ! python3 -c 'import moto, flask' 2>/dev/null; then
     python3 -m pip install --quiet --disable-pip-version-check 'moto[server]>=5.1,<6'
 fi
-echo "deps: $(/usr/sbin/sshd -V 2>&1 | head -1), moto $(python3 -c 'import moto; print(moto.__version__)')"
+echo "deps: $(/usr/sbin/sshd -V 2>&1 | head -1), moto $(python3 -c 'import moto; print(moto.__version__)'), shellcheck $(shellcheck --version | sed -n 's/^version: //p')"

@@ -9,6 +9,8 @@ rm -rf "$BASTIONCTL_REPORT_DIR"
 mkdir -p "$BASTIONCTL_REPORT_DIR"
 tests=(--test faults_stream --test bad_input)
 [ -f tests/faults_ec2.rs ] && tests+=(--test faults_ec2)
+# Shared bastions (issue 8): leases between two daemons, and the bastion's idle watchdog.
+tests+=(--test shared_bastions --test watchdog)
 status=0
 cargo test --locked "${tests[@]}" || status=1
 # Case 15 (clock jumps) is a lifecycle unit test in virtual time.
