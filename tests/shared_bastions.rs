@@ -8,7 +8,7 @@ mod common;
 use std::process::Stdio;
 use std::time::{Duration, Instant, SystemTime};
 
-use bastionctl::lab::{Fault, Lab, OtherUser};
+use bastionctl_lab::{Fault, Lab, OtherUser};
 use common::*;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;

@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use bastionctl::lab::report;
-use bastionctl::lab::watchdog::{WatchdogOptions, script_path};
+use bastionctl_lab::report;
+use bastionctl_lab::watchdog::{WatchdogOptions, script_path};
 use common::*;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
@@ -219,7 +219,7 @@ async fn the_watchdog_on_the_lab_bastion_powers_off_only_when_nothing_is_forward
 
 /// After a power-off: the bastion sshd is gone and the daemon has noticed its session ended, so the next `ssh`
 /// starts the bastion instead of opening a channel on a dead session.
-async fn settle(lab: &bastionctl::lab::Lab) {
+async fn settle(lab: &bastionctl_lab::Lab) {
     lab.wait_bastion_sshd(false, Duration::from_secs(10)).await.unwrap_or_else(|e| panic!("{e:#}{}", diag(lab)));
     let deadline = Instant::now() + Duration::from_secs(20);
     while !lab.daemon_status().await.is_ok_and(|s| !s[0].session) {

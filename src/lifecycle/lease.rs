@@ -21,7 +21,7 @@ use tracing::{info, warn};
 
 use crate::control::{ErrorReply, LeaseStatus};
 use crate::ec2::{Ec2Api, Ec2Error};
-use crate::tunnel::Progress;
+use crate::progress::Progress;
 
 /// Prefix of every lease tag key; the rest is the holder.
 pub const LEASE_PREFIX: &str = "bastionctl:lease:";

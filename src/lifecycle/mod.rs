@@ -22,7 +22,8 @@ use crate::config::{BastionConfig, InstanceRef, TargetRule};
 use crate::control::{BastionStatus, ErrorReply};
 use crate::ec2::Ec2Api;
 use crate::error::Error;
-use crate::tunnel::{Dialer, Progress, Session};
+use crate::progress::Progress;
+use crate::tunnel::{Dialer, Session};
 pub use lease::{LeaseSpec, Leases, WallClock};
 
 /// How often EC2 is polled while waiting for a state change.

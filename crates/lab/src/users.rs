@@ -11,7 +11,7 @@ use tokio::process::Command;
 
 use super::files::{self, LabFiles, ProductConfig};
 use super::{DaemonGuard, Lab};
-use crate::control::BastionStatus;
+use bastionctl_core::control::BastionStatus;
 
 /// Another user of the lab's bastion.
 #[derive(Debug, Clone)]
