@@ -231,3 +231,86 @@ async fn without_create_tags_it_works_in_single_user_mode_and_says_why() {
             && doctor_says,
     );
 }
+
+/// Sends one `status` request of protocol version `v` on the raw socket and returns the first bastion's record.
+async fn raw_status(lab: &Lab, v: u32) -> serde_json::Value {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let mut s = tokio::net::UnixStream::connect(&lab.files().socket).await.expect("connect to the daemon");
+    s.write_all(format!("{{\"v\":{v},\"op\":\"status\"}}\n").as_bytes()).await.expect("send");
+    let mut line = String::new();
+    let mut r = BufReader::new(s);
+    let read = r.read_line(&mut line);
+    tokio::time::timeout(Duration::from_secs(30), read).await.expect("status answered").expect("read");
+    let reply: serde_json::Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"));
+    reply["status"][0].clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_keeps_version_1_clients_working_and_doctor_sees_the_watchdog_tag() {
+    let lab = lab(opts(Duration::from_secs(60), Duration::from_secs(90))).await;
+    let _d = lab.start_daemon().await.expect("daemon");
+    wait_log(&lab, "found the bastion", Duration::from_secs(20), || lab.daemon_log()).await;
+    let denied = || Fault::Error { status: 403, code: "UnauthorizedOperation".into(), message: "not allowed".into() };
+
+    // The EC2 state unknown: v1 gets the old string, v2 null with an error object beside it.
+    front(&lab).inject("DescribeInstances", denied(), 1);
+    let v1 = raw_status(&lab, 1).await;
+    let v1_state = v1["state"].as_str().unwrap_or_default().to_string();
+    assert!(v1_state.starts_with("unknown (") && v1_state.contains("UnauthorizedOperation"), "{v1}");
+    front(&lab).inject("DescribeInstances", denied(), 1);
+    let v2 = raw_status(&lab, 2).await;
+    assert!(v2["state"].is_null() && v2["error"]["kind"] == "permission", "{v2}");
+    assert!(v2["error"]["hint"].as_str().is_some_and(|h| h.contains("ec2:DescribeInstances")), "{v2}");
+    // The CLI reads v2: the table says `unknown`, the error and its hint go below it, and the exit status is 1.
+    front(&lab).inject("DescribeInstances", denied(), 1);
+    let out = lab.bastionctl_command(["status"]).output().await.expect("status");
+    let (table, err) = (String::from_utf8_lossy(&out.stdout).into_owned(), stderr(&out));
+    assert!(!out.status.success() && table.contains(" unknown ") && err.contains("hint: your AWS identity"), "{table}{err}");
+    // Known again: a plain string in both versions.
+    assert_eq!(raw_status(&lab, 1).await["state"], "stopped");
+    assert_eq!(raw_status(&lab, 2).await["state"], "stopped");
+
+    // doctor: no sign of the watchdog is a warning with the way to install it; the tag makes it a pass.
+    let doctor = || async { String::from_utf8_lossy(&lab.bastionctl_command(["doctor"]).output().await.unwrap().stdout).into_owned() };
+    let before = doctor().await;
+    assert!(before.lines().any(|l| l.starts_with("WARN") && l.contains("idle watchdog")), "{before}");
+    assert!(before.contains("config/bastion/"), "{before}");
+    lab.ec2()
+        .create_tags()
+        .resources(lab.instance_id())
+        .tags(aws_sdk_ec2::types::Tag::builder().key("bastionctl:watchdog").value("installed").build())
+        .send()
+        .await
+        .expect("tag the instance");
+    let after = doctor().await;
+    assert!(after.lines().any(|l| l.starts_with("PASS") && l.contains("idle watchdog installed (tag")), "{after}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_the_fifty_tag_limit_the_user_is_told_and_still_served() {
+    let lab = lab(opts(Duration::from_secs(60), Duration::from_secs(90))).await;
+    // The instance has its Name tag; 49 more make the 50 EC2 allows.
+    let tags = (0..49).map(|i| aws_sdk_ec2::types::Tag::builder().key(format!("team:tag{i}")).value("x").build());
+    let ec2 = lab.ec2().create_tags().resources(lab.instance_id()).set_tags(Some(tags.collect()));
+    ec2.send().await.expect("tag the instance up to the limit");
+    let _d = lab.start_daemon().await.expect("daemon");
+    let (out, _) = ssh(&lab, "echo ok").await;
+    let err = stderr(&out);
+    let told = err.contains("TagLimitExceeded") && err.contains("50 tags") && err.contains("delete-tags");
+    let st = lab.daemon_status().await.unwrap_or_default();
+    let kind = st.first().and_then(|s| s.lease_error.as_ref()).map(|e| e.kind.clone());
+    let logged = lab.daemon_log().contains("TagLimitExceeded");
+    record(
+        &lab,
+        "shared-5",
+        "50 tags on the instance already",
+        "the lease cannot be written: the connection is served, and the user's stderr, the log and `status` name \
+         EC2's 50-tag limit and how to delete tags",
+        &format!(
+            "ssh {}; stderr names TagLimitExceeded, the limit and delete-tags: {told}; logged: {logged}; status \
+             lease_error kind {kind:?}",
+            if ok(&out, "ok\n") { "succeeded" } else { "FAILED" }
+        ),
+        ok(&out, "ok\n") && told && logged && kind.as_deref() == Some("tag_limit"),
+    );
+}
