@@ -14,11 +14,13 @@ pub mod control;
 pub mod daemon;
 pub mod ec2;
 pub mod error;
+pub mod escape;
 pub mod hostkeys;
 pub mod paths;
 pub mod policy;
 pub mod proxy;
 pub mod ssh;
+pub mod target;
 pub mod tunnel;
 pub mod lifecycle;
 #[cfg(feature = "lab")]
