@@ -232,6 +232,11 @@ fn bad_requests(private: std::net::SocketAddr) -> Vec<(String, Vec<u8>)> {
         ("bidi override".into(), connect("web\u{202e}lanretni", 22)),
         ("60 000-byte name".into(), connect(&"a".repeat(60_000), 22)),
         ("64-byte label".into(), connect(&format!("{}.internal", "a".repeat(64)), 22)),
+        // Under an allowed pattern, so only the name check stands between them and the bastion.
+        ("60 000-byte name, allowed pattern".into(), connect(&format!("{}.h10.invalid", "a.".repeat(30_000)), 1)),
+        ("64-byte label, allowed pattern".into(), connect(&format!("{}.h10.invalid", "a".repeat(64)), 1)),
+        ("newline, allowed pattern".into(), connect("x
+FORGED-LINE: y.h10.invalid", 1)),
         ("empty label".into(), connect("a..internal", 22)),
         ("leading hyphen".into(), connect("-web.internal", 22)),
         ("bracketed IPv4".into(), connect(&format!("[{ip}]"), 22)),
