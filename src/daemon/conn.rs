@@ -150,8 +150,8 @@ async fn connect(
     port: u16,
     framed: bool,
 ) -> Result<(), ErrorReply> {
-    let bastion = route(shared, host, port).await.inspect_err(|e| warn!("refused: {e}"))?;
-    let lease = with_progress(io, bastion, bastion.acquire()).await?;
+    let bastion = route(shared, host, port).await.inspect_err(|e| warn!("refused: {e}")).map_err(|e| e.to_reply())?;
+    let lease = with_progress(io, bastion, bastion.acquire()).await.map_err(|e| e.to_reply())?;
     let channel = lease.ready.session.open(&host.to_string(), port).await.map_err(Error::from)?;
     let target = format!("{host}:{port}");
     info!(bastion = %bastion.spec().name, %target, framed, "channel open");
@@ -255,7 +255,7 @@ fn broken(lease: &Lease, target: &str, why: &str) -> ErrorReply {
 async fn up(shared: &Shared, io: &mut BufReader<UnixStream>, name: Option<&str>) -> Result<(), ErrorReply> {
     let bastion = find(shared, name)?;
     let began = std::time::Instant::now();
-    let ready = with_progress(io, bastion, bastion.up()).await?;
+    let ready = with_progress(io, bastion, bastion.up()).await.map_err(|e| e.to_reply())?;
     let msg = format!(
         "bastion {} ({}) ready at {} in {:.1} s",
         bastion.spec().name,
@@ -275,7 +275,7 @@ async fn up(shared: &Shared, io: &mut BufReader<UnixStream>, name: Option<&str>)
 
 async fn down(shared: &Shared, io: &mut BufReader<UnixStream>, name: Option<&str>, force: bool) -> Result<(), ErrorReply> {
     let bastion = find(shared, name)?;
-    let msg = with_progress(io, bastion, bastion.down(force)).await?;
+    let msg = with_progress(io, bastion, bastion.down(force)).await.map_err(|e| e.to_reply())?;
     let _ = control::write_line(io, &Reply::Ok(OkReply { message: msg, ..OkReply::default() })).await;
     Ok(())
 }
@@ -283,7 +283,7 @@ async fn down(shared: &Shared, io: &mut BufReader<UnixStream>, name: Option<&str
 /// `start` (for `bastionctl trust`): the instance running and its address known, no session; the idle clock runs.
 async fn start(shared: &Shared, io: &mut BufReader<UnixStream>, name: Option<&str>) -> Result<(), ErrorReply> {
     let bastion = find(shared, name)?;
-    let reached = with_progress(io, bastion, bastion.start()).await?;
+    let reached = with_progress(io, bastion, bastion.start()).await.map_err(|e| e.to_reply())?;
     let spec = bastion.spec();
     let msg = format!(
         "bastion {} ({}) is running at {}; this daemon stops it after {} with no channel",

@@ -15,7 +15,8 @@ use crate::config::InstanceRef;
 use crate::control::BastionStatus;
 use crate::ec2::{Ec2Api, InstanceState};
 use crate::error::Error;
-use crate::tunnel::{Dialer, Progress};
+use crate::progress::Progress;
+use crate::tunnel::Dialer;
 
 enum Waiter {
     Acquire(oneshot::Sender<Shared<Lease>>),

@@ -370,8 +370,7 @@ async fn clock_jump_never_stops_with_a_lease_and_stops_an_idle_bastion_once() {
     tokio::time::sleep(Duration::from_secs(1)).await;
     let after_second_jump = w.ec2.stops.load(Ordering::SeqCst);
     let pass = with_lease == 0 && idle_clock.is_none() && early == 0 && on_time == 1 && after_second_jump == 1;
-    #[cfg(feature = "lab")]
-    crate::lab::report::record(
+    bastionctl_lab::report::record(
         "15",
         "clock jump / suspend",
         "no stop while a channel is open, whatever the clock does; an idle bastion is stopped once, idle_timeout after \
@@ -403,8 +402,7 @@ async fn a_bastion_started_elsewhere_while_idle_is_adopted_and_stopped() {
     let stops = w.ec2.stops.load(Ordering::SeqCst);
     let watch_calls = w.ec2.describes.load(Ordering::SeqCst) - at_startup - 1; // minus the status call
     let pass = clock.is_some_and(|c| c <= IDLE.as_secs()) && stops == 1 && w.ec2.starts.load(Ordering::SeqCst) == 0;
-    #[cfg(feature = "lab")]
-    crate::lab::report::record(
+    bastionctl_lab::report::record(
         "10-adopt",
         "bastion started outside the daemon while it idles",
         "the idle daemon re-reads the instance state every watch_interval (default 5 min, ±20 % jitter), adopts a \
@@ -462,8 +460,7 @@ async fn name_tag_is_resolved_again_when_its_instance_is_terminated() {
     let pass = got.as_deref() == Ok("i-0fedcba9876543210")
         && status.instance_id.as_deref() == Some("i-0fedcba9876543210")
         && status.state == "running";
-    #[cfg(feature = "lab")]
-    crate::lab::report::record(
+    bastionctl_lab::report::record(
         "10-name-tag",
         "name_tag instance terminated and rebuilt while the daemon runs",
         "the Name tag is resolved again when its instance is not found or terminated; the next demand uses the new \
