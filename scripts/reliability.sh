@@ -16,6 +16,6 @@ cargo test --locked --lib -- lifecycle::tests::clock_jump lifecycle::tests::a_ba
   lifecycle::tests::name_tag_is_resolved_again || status=1
 # Issue 10: `bastionctl trust` hands the bastion to the daemon.
 cargo test --locked --test e2e_hostkeys -- trust_hands_the_bastion || status=1
-cargo run --locked --quiet --bin bastionctl-lab -- report --out docs/RELIABILITY.md || exit 1
+cargo run --locked --quiet -p bastionctl-lab --bin bastionctl-lab -- report --out docs/RELIABILITY.md || exit 1
 echo "wrote docs/RELIABILITY.md ($(grep -c '^| [^-c]' docs/RELIABILITY.md) rows)"
 exit $status

@@ -232,11 +232,11 @@ fn bad_requests(private: std::net::SocketAddr) -> Vec<(String, Vec<u8>)> {
         ("bidi override".into(), connect("web\u{202e}lanretni", 22)),
         ("60 000-byte name".into(), connect(&"a".repeat(60_000), 22)),
         ("64-byte label".into(), connect(&format!("{}.internal", "a".repeat(64)), 22)),
-        // Under an allowed pattern, so only the name check stands between them and the bastion.
+        // Under an allowed pattern, so only the name check stands between them and the bastion. Each has a label
+        // or a length no resolver takes, so even if one got through, glibc would refuse it without a DNS query.
         ("60 000-byte name, allowed pattern".into(), connect(&format!("{}.h10.invalid", "a.".repeat(30_000)), 1)),
         ("64-byte label, allowed pattern".into(), connect(&format!("{}.h10.invalid", "a".repeat(64)), 1)),
-        ("newline, allowed pattern".into(), connect("x
-FORGED-LINE: y.h10.invalid", 1)),
+        ("newline, allowed pattern".into(), connect(&format!("x\nFORGED-LINE: {}.h10.invalid", "y".repeat(64)), 1)),
         ("empty label".into(), connect("a..internal", 22)),
         ("leading hyphen".into(), connect("-web.internal", 22)),
         ("bracketed IPv4".into(), connect(&format!("[{ip}]"), 22)),
@@ -249,7 +249,8 @@ FORGED-LINE: y.h10.invalid", 1)),
         ("outside the targets (name)".into(), connect("evil.example.com", 22)),
         ("allowed host, port not allowed".into(), connect(&ip, 5432)),
         ("allowed, bastion refuses: closed port".into(), connect(&ip, 1)),
-        ("allowed, bastion refuses: unresolvable".into(), connect("nowhere.h10.invalid", 1)),
+        // `localhost` resolves from /etc/hosts: no DNS query leaves loopback.
+        ("allowed name, bastion refuses: closed port".into(), connect("localhost", 1)),
         ("port 0".into(), connect(&ip, 0)),
         ("port out of range".into(), connect(&ip, 70_000)),
         ("port as a string".into(), b"{\"v\":1,\"op\":\"connect\",\"host\":\"web\",\"port\":\"22\"}\n".to_vec()),
@@ -279,7 +280,7 @@ FORGED-LINE: y.h10.invalid", 1)),
 async fn bad_requests_never_end_the_session_under_open_tunnels() {
     let _serial = SERIAL.lock().await;
     let lab = lab(opts(Duration::from_secs(120))).await;
-    allow_targets(&lab, &["*.invalid"], &[1, 5433]);
+    allow_targets(&lab, &["*.invalid", "localhost"], &[1, 5433]);
     let _daemon = lab.start_daemon().await.unwrap_or_else(|e| panic!("{e:#}"));
     const HALF: usize = 512 * 1024;
 
