@@ -17,6 +17,8 @@ pub mod config;
 pub mod console;
 pub mod control;
 pub mod escape;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod known_hosts;
 pub mod paths;
 pub mod pattern;
