@@ -16,10 +16,12 @@ pub const NEGOTIATION_SLACK: std::time::Duration = std::time::Duration::from_sec
 
 /// Runs the proxy until the tunnel ends. Returns an error (for a non-zero exit) when the daemon refuses or fails.
 pub async fn run(cfg: &Config, host: &str, port: u16) -> anyhow::Result<()> {
+    // Checked here too (the daemon checks every request), so a bad name fails before a daemon is started for it.
+    let host = crate::target::TargetHost::parse(host)?;
     let stream = client::connect_or_spawn(cfg).await?;
     let (rd, mut wr) = stream.into_split();
     let mut rd = BufReader::new(rd);
-    let req = Request { v: MIN_VERSION, op: Op::Connect { host: host.into(), port, framed: true } };
+    let req = Request { v: MIN_VERSION, op: Op::Connect { host: host.to_string(), port, framed: true } };
     control::write_line(&mut wr, &req).await.context("cannot send the request to the daemon")?;
     let longest = cfg.bastions.iter().map(|b| b.start_timeout).max().unwrap_or_default() + NEGOTIATION_SLACK;
     let framed = tokio::time::timeout(longest, negotiate(&mut rd))

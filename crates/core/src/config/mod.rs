@@ -28,6 +28,8 @@ pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(15 * 60);
 pub const DEFAULT_START_TIMEOUT: Duration = Duration::from_secs(5 * 60);
 /// Default `lease_ttl`: how long this daemon's lease tag on a shared bastion stays valid without a refresh.
 pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(5 * 60);
+/// Default `watch_interval`: how often an idle daemon re-reads the instance state (one DescribeInstances).
+pub const DEFAULT_WATCH_INTERVAL: Duration = Duration::from_secs(5 * 60);
 /// Default SSH port of the bastion.
 pub const DEFAULT_SSH_PORT: u16 = 22;
 
@@ -167,6 +169,11 @@ pub struct BastionConfig {
     /// Give up when the bastion is not answering SSH this long after the demand, e.g. `"5m"`.
     #[serde(default = "default_start", with = "humantime_serde")]
     pub start_timeout: Duration,
+    /// While the daemon idles (no session to this bastion), re-read the instance state this often, with ±20 %
+    /// jitter, to notice a bastion started elsewhere (the console, the AWS CLI, another tool). `"0s"` turns it off.
+    /// One DescribeInstances per bastion per interval: mind the account's EC2 API rate limits with many users.
+    #[serde(default = "default_watch", with = "humantime_serde")]
+    pub watch_interval: Duration,
     /// How long this daemon's lease tag (`bastionctl:lease:<holder>`) on the instance stays valid, e.g. `"5m"`.
     /// Other daemons do not stop the bastion while it is valid; a crashed or sleeping holder's lease blocks for at
     /// most this long.
@@ -175,6 +182,11 @@ pub struct BastionConfig {
     /// How often the lease is written anew while held; default a third of `lease_ttl`.
     #[serde(default, with = "humantime_serde")]
     pub lease_refresh: Option<Duration>,
+    /// Also stop a bastion this daemon did not start (found `running` at startup or by the watch) once it has had
+    /// no channel for `idle_timeout`. Default true: a bastion someone started by hand and forgot costs money and
+    /// leaves port 22 open; set false for a bastion that others run on purpose and that must stay up.
+    #[serde(default = "default_true")]
+    pub adopt: bool,
     /// Connect to this address instead of the Elastic IP / public IP that EC2 reports.
     pub address: Option<IpAddr>,
     /// Where it may forward to: CIDR blocks (`10.0.16.0/20`) and host-name patterns with `*` and `?`
@@ -205,6 +217,9 @@ fn default_start() -> Duration {
 }
 fn default_lease_ttl() -> Duration {
     DEFAULT_LEASE_TTL
+}
+fn default_watch() -> Duration {
+    DEFAULT_WATCH_INTERVAL
 }
 fn default_ports() -> Vec<u16> {
     vec![22]
@@ -286,6 +301,7 @@ impl Config {
             None => Ok(&self.bastions[0]),
             Some(n) => self.bastions.iter().find(|b| b.name() == n).ok_or_else(|| {
                 let known: Vec<String> = self.bastions.iter().map(|b| b.name()).collect();
+                let n = crate::escape::Escaped(n);
                 format!("no bastion named `{n}` in {}; known: {}", self.source.display(), known.join(", "))
             }),
         }
