@@ -108,6 +108,7 @@ impl Config {
                 }
             }
         }
+        super::forward::validate(self).map_err(|(key, span, msg)| invalid(span, key, msg))?;
         Ok(())
     }
 }

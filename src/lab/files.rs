@@ -78,6 +78,10 @@ pub struct ProductConfig<'a> {
     pub start_timeout: Duration,
     /// Leave `targets` out (the daemon then allows the VPC's CIDR blocks).
     pub vpc_default_targets: bool,
+    /// More allowed target ports after the private host's sshd port.
+    pub extra_target_ports: &'a [u16],
+    /// TOML appended to the config (e.g. `[[forward]]` tables).
+    pub extra_config: &'a str,
 }
 
 /// The bastionctl config (format in docs/CONTRACTS.md).
@@ -89,7 +93,7 @@ pub fn product_config(f: &LabFiles, c: &ProductConfig<'_>) -> String {
          [[bastion]]\nname = \"lab\"\ninstance_id = {id}\nuser = {user}\nport = {bport}\n\
          identity_files = [{identity}]\nagent = false\nknown_hosts = {kh}\n\
          idle_timeout = \"{idle}ms\"\nstart_timeout = \"{start}ms\"\n\
-         {targets}target_ports = [{pport}]\n",
+         {targets}target_ports = [{pport}]\n{extra}",
         endpoint = toml_str(c.endpoint_url),
         socket = toml_path(&f.socket),
         log = toml_path(&f.daemon_log),
@@ -105,7 +109,8 @@ pub fn product_config(f: &LabFiles, c: &ProductConfig<'_>) -> String {
             true => String::new(),
             false => format!("targets = [\"{}/32\"]\n", c.private_addr),
         },
-        pport = c.private_port,
+        pport = std::iter::once(c.private_port).chain(c.extra_target_ports.iter().copied()).map(|p| p.to_string()).collect::<Vec<_>>().join(", "),
+        extra = c.extra_config,
     )
 }
 

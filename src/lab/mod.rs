@@ -71,6 +71,10 @@ pub struct LabOptions {
     /// VPC; the lab then also associates `<private_addr>/24` with the VPC (moto accepts a loopback block), so the
     /// private host is inside the VPC without anything dialling 10.x. Default false (`targets = ["<private>/32"]`).
     pub vpc_default_targets: bool,
+    /// Target ports allowed besides the private host's sshd port (e.g. a test's TCP service). Default none.
+    pub extra_target_ports: Vec<u16>,
+    /// TOML appended to the bastionctl config, e.g. `[[forward]]` tables. Default empty.
+    pub extra_config: String,
 }
 
 impl LabOptions {
@@ -87,6 +91,8 @@ impl LabOptions {
             private_addr: Ipv4Addr::new(127, 0, 3, 1),
             ec2_front: false,
             vpc_default_targets: false,
+            extra_target_ports: Vec::new(),
+            extra_config: String::new(),
         }
     }
 }
@@ -236,6 +242,8 @@ impl Lab {
             idle_timeout: self.opts.idle_timeout,
             start_timeout: self.opts.start_timeout,
             vpc_default_targets: self.opts.vpc_default_targets,
+            extra_target_ports: &self.opts.extra_target_ports,
+            extra_config: &self.opts.extra_config,
         };
         std::fs::write(&f.config, files::product_config(f, &product))?;
         let proxy = format!(
