@@ -13,7 +13,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::config::{Config, parse_host_port};
-use crate::progress::Progress;
+use crate::progress_ui::ProgressUi;
 
 /// One forward as given on the command line.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -82,7 +82,7 @@ fn split_fields(s: &str) -> Option<Vec<&str>> {
 /// serves until Ctrl-C.
 ///
 /// Errors: a target the config does not allow (naming the key to add), a port that cannot be bound.
-pub async fn run(cfg: &Config, bind: IpAddr, specs: Vec<ForwardSpec>, progress: Progress) -> anyhow::Result<()> {
+pub async fn run(cfg: &Config, bind: IpAddr, specs: Vec<ForwardSpec>, progress: ProgressUi) -> anyhow::Result<()> {
     for s in &specs {
         cfg.check_target(&s.host, s.port).map_err(|detail| {
             let refusal = crate::error::Error::NotAllowed {
@@ -120,7 +120,7 @@ fn target_text(host: &str, port: u16) -> String {
 }
 
 /// Accepts on `listener` for ever; each connection gets its own task and its own tunnel.
-async fn listen(cfg: Config, listener: TcpListener, host: String, port: u16, progress: Progress) -> anyhow::Result<()> {
+async fn listen(cfg: Config, listener: TcpListener, host: String, port: u16, progress: ProgressUi) -> anyhow::Result<()> {
     let cfg = std::sync::Arc::new(cfg);
     loop {
         let (tcp, peer) = match listener.accept().await {
@@ -142,7 +142,7 @@ async fn listen(cfg: Config, listener: TcpListener, host: String, port: u16, pro
 }
 
 /// One local connection through the daemon. On a broken tunnel the local connection is reset.
-async fn tunnel(cfg: &Config, mut tcp: TcpStream, host: &str, port: u16, progress: &mut Progress) -> anyhow::Result<()> {
+async fn tunnel(cfg: &Config, mut tcp: TcpStream, host: &str, port: u16, progress: &mut ProgressUi) -> anyhow::Result<()> {
     let _ = tcp.set_nodelay(true);
     let opened = crate::proxy::open(cfg, host, port, progress).await;
     progress.finish();

@@ -9,7 +9,7 @@ use tokio::io::{AsyncWriteExt, BufReader};
 
 use crate::client::{self, DaemonError};
 use crate::config::Config;
-use crate::progress::Progress;
+use crate::progress_ui::ProgressUi;
 use crate::control::{self, Frame, Op, Reply, Request, VERSION};
 
 /// Bound on the whole negotiation before the tunnel starts: the bastion's `start_timeout` plus this slack.
@@ -17,7 +17,7 @@ pub const NEGOTIATION_SLACK: std::time::Duration = std::time::Duration::from_sec
 
 /// Runs the proxy until the tunnel ends. Returns an error (for a non-zero exit) when the daemon refuses or fails.
 /// Progress lines go to `progress` (stderr, or nowhere with `--quiet`).
-pub async fn run(cfg: &Config, host: &str, port: u16, progress: &mut Progress) -> anyhow::Result<()> {
+pub async fn run(cfg: &Config, host: &str, port: u16, progress: &mut ProgressUi) -> anyhow::Result<()> {
     let (rd, wr, framed) = open(cfg, host, port, progress).await?;
     progress.finish();
     splice(rd, wr, framed).await
@@ -29,7 +29,7 @@ pub(crate) async fn open(
     cfg: &Config,
     host: &str,
     port: u16,
-    progress: &mut Progress,
+    progress: &mut ProgressUi,
 ) -> anyhow::Result<(BufReader<tokio::net::unix::OwnedReadHalf>, tokio::net::unix::OwnedWriteHalf, bool)> {
     let stream = client::connect_or_spawn(cfg).await?;
     let (rd, mut wr) = stream.into_split();
@@ -45,7 +45,7 @@ pub(crate) async fn open(
 
 /// Reads replies until `ok` (tunnel starts; returns whether the daemon frames its bytes) or `error` (a
 /// [`DaemonError`]); progress goes to `progress`.
-async fn negotiate<R>(rd: &mut R, progress: &mut Progress) -> anyhow::Result<bool>
+async fn negotiate<R>(rd: &mut R, progress: &mut ProgressUi) -> anyhow::Result<bool>
 where
     R: tokio::io::AsyncBufRead + Unpin,
 {

@@ -12,8 +12,8 @@ use std::net::SocketAddr;
 use std::process::Stdio;
 use std::time::Duration;
 
-use bastionctl::lab::net::{free_port, wait_until};
-use bastionctl::lab::{Lab, LabOptions};
+use bastionctl_lab::net::{free_port, wait_until};
+use bastionctl_lab::{Lab, LabOptions};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 

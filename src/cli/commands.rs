@@ -9,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 use super::{Args, Command};
 use crate::client::{self, DaemonError};
 use crate::config::Config;
-use crate::progress::{Mode, Progress};
+use crate::progress_ui::{Mode, ProgressUi};
 use crate::control::{self, BastionStatus, Op, Reply, Request, VERSION};
 use crate::daemon;
 use crate::ec2::{Ec2Api, InstanceState};
@@ -30,7 +30,7 @@ pub(super) async fn run(args: Args) -> anyhow::Result<()> {
         _ => {}
     }
     let cfg = Config::load_default(args.config.as_deref())?;
-    let mut progress = Progress::new(Mode::detect(args.quiet));
+    let mut progress = ProgressUi::new(Mode::detect(args.quiet));
     match args.command {
         Command::Proxy { host, port } => crate::proxy::run(&cfg, &host, port, &mut progress).await,
         Command::Daemon => run_daemon(cfg).await,
@@ -99,7 +99,7 @@ fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
 }
 
 /// Sends `op`, relays progress to `progress`, returns the `ok` message; an error reply is a [`DaemonError`].
-async fn ask(stream: tokio::net::UnixStream, op: Op, progress: &mut Progress) -> anyhow::Result<String> {
+async fn ask(stream: tokio::net::UnixStream, op: Op, progress: &mut ProgressUi) -> anyhow::Result<String> {
     let mut io = BufReader::new(stream);
     control::write_line(&mut io, &Request { v: VERSION, op }).await.context("cannot talk to the daemon")?;
     loop {
@@ -112,7 +112,7 @@ async fn ask(stream: tokio::net::UnixStream, op: Op, progress: &mut Progress) ->
     }
 }
 
-async fn down(cfg: &Config, bastion: Option<String>, force: bool, progress: &mut Progress) -> anyhow::Result<()> {
+async fn down(cfg: &Config, bastion: Option<String>, force: bool, progress: &mut ProgressUi) -> anyhow::Result<()> {
     if let Some(stream) = client::try_connect(&cfg.socket_path()).await? {
         let msg = ask(stream, Op::Down { bastion, force }, progress).await?;
         progress.finish();

@@ -60,7 +60,7 @@ async fn one(shared: Arc<Shared>, mut tcp: TcpStream, host: String, port: u16) {
     let _ = tcp.set_nodelay(true);
     let opened = async {
         let bastion = super::conn::route(&shared, &host, port).await?;
-        let lease = bastion.acquire().await?;
+        let lease = bastion.acquire().await.map_err(|e| e.to_reply())?;
         let channel = lease.ready.session.open(&host, port).await.map_err(crate::error::Error::from)?;
         Ok::<_, crate::control::ErrorReply>((lease, channel))
     };

@@ -159,10 +159,7 @@ fn toml_path(p: &Path) -> String {
     toml_str(&p.display().to_string())
 }
 
-/// Quotes `s` for a POSIX shell (ProxyCommand runs through `sh -c`).
-pub fn shell_quote(s: &str) -> String {
-    format!("'{}'", s.replace('\'', r"'\''"))
-}
+pub use bastionctl_core::text::shell_quote;
 
 /// A shell script that runs `program` with the lab's environment (every inherited `AWS_*` variable,
 /// `SSH_AUTH_SOCK` and `BASTIONCTL_CONFIG` removed first) and `fixed_args` before the caller's arguments.

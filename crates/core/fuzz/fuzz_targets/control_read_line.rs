@@ -2,7 +2,7 @@
 //! framed tunnel) must return a value or an error, never panic, and never read past what they announce.
 #![no_main]
 
-use bastionctl::control::{self, Reply, Request};
+use bastionctl_core::control::{self, Reply, Request};
 use libfuzzer_sys::fuzz_target;
 use tokio::io::BufReader;
 

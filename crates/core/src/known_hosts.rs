@@ -1,7 +1,7 @@
 //! A `known_hosts` file read the way OpenSSH reads it (`sshd(8)`, "SSH_KNOWN_HOSTS FILE FORMAT"):
 //!
 //! `[@marker] hosts keytype base64 [comment]`, fields separated by any run of spaces or tabs; blank lines and lines
-//! starting with `#` are ignored; the host field is matched by [`super::pattern::field_matches`] (hashed entries,
+//! starting with `#` are ignored; the host field is matched by [`crate::pattern::field_matches`] (hashed entries,
 //! comma lists, `[host]:port`, `*`/`?`, `!` negation); markers are `@cert-authority` (the key is a CA whose host
 //! certificates are accepted) and `@revoked` (the key must never be accepted).
 //!
@@ -11,10 +11,34 @@
 use std::io;
 use std::path::{Path, PathBuf};
 
-use russh::keys::PublicKey;
-use russh::keys::ssh_key::public::KeyData;
+use ssh_key::public::KeyData;
+use ssh_key::{HashAlg, PublicKey};
 
-use super::pattern::field_matches;
+use crate::pattern::field_matches;
+
+/// The key's OpenSSH fingerprint, `SHA256:...` (what `ssh-keygen -lf` prints).
+pub fn fingerprint(key: &PublicKey) -> String {
+    key.fingerprint(HashAlg::Sha256).to_string()
+}
+
+/// The name OpenSSH writes in `known_hosts` for `host` on `port`: `host` for port 22, `[host]:port` otherwise.
+pub fn known_hosts_name(host: &str, port: u16) -> String {
+    if port == 22 {
+        host.to_string()
+    } else {
+        format!("[{host}]:{port}")
+    }
+}
+
+/// The `known_hosts` line that pins `key` to `name` (normally the instance id): `i-0123 ssh-ed25519 AAAA...`.
+pub fn known_hosts_line(name: &str, key: &PublicKey) -> String {
+    let base64 = key
+        .to_openssh()
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1).map(str::to_string))
+        .unwrap_or_default();
+    format!("{name} {} {base64}", key.algorithm().as_str())
+}
 
 /// A line's marker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -171,6 +195,3 @@ fn parse_line(line: &str) -> Result<Parsed, (Option<String>, String)> {
         Err(e) => Err((Some(hosts), format!("unreadable {algorithm} key: {e}"))),
     }
 }
-
-#[cfg(test)]
-mod tests;

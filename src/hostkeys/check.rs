@@ -1,4 +1,5 @@
-//! Host key verification during the SSH handshake, pinned by EC2 instance id.
+//! Host key verification during the SSH handshake, pinned by EC2 instance id, and first trust for a key no file
+//! knows yet. [`crate::ssh`] calls [`HostKeyCheck::verify`] from its russh handler.
 //!
 //! The files decide first ([`crate::hostkeys::verify::decide`]: `@revoked` anywhere refuses, bastionctl's pin by
 //! instance id wins, then the config's `known_hosts` with OpenSSH's semantics). A key neither file knows gets first
@@ -9,18 +10,16 @@
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use russh::keys::{PublicKey, PublicKeyOrCertificate};
 
-pub use crate::hostkeys::{fingerprint, known_hosts_line, known_hosts_name};
-use crate::hostkeys::known_hosts::KnownHosts;
-use crate::hostkeys::verify::{Decision, HostNames, decide};
-use crate::hostkeys::console::{self, ConsoleSource};
-use crate::hostkeys::{cert, pins};
-
-use super::SshError;
+use super::console::{self, ConsoleSource};
+use super::known_hosts::KnownHosts;
+use super::verify::{Decision, HostNames, decide};
+use super::{cert, fingerprint, known_hosts_line, pins};
+use crate::ssh::SshError;
 
 /// Bound on the GetConsoleOutput call made during a handshake.
 pub const CONSOLE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -169,41 +168,6 @@ impl HostKeyCheck {
             Ok(Err(e)) => Err(SshError::KnownHosts { path: t.pins.clone(), reason: e.to_string() }),
             Err(e) => Err(SshError::KnownHosts { path: t.pins.clone(), reason: format!("pinning failed: {e}") }),
         }
-    }
-}
-
-/// The host key `addr` offers, without logging in: a handshake that records the key and then declines it.
-/// Errors: [`SshError::Connect`], [`SshError::Timeout`] (after `within`), [`SshError::Protocol`].
-pub async fn fetch_host_key(addr: SocketAddr, within: Duration) -> Result<PublicKeyOrCertificate, SshError> {
-    struct Capture(Arc<Mutex<Option<PublicKeyOrCertificate>>>);
-    impl russh::client::Handler for Capture {
-        type Error = russh::Error;
-        async fn check_server_key(&mut self, key: &PublicKeyOrCertificate) -> Result<bool, russh::Error> {
-            let copy = match key {
-                PublicKeyOrCertificate::PublicKey { key, hash_alg } => {
-                    PublicKeyOrCertificate::PublicKey { key: key.clone(), hash_alg: *hash_alg }
-                }
-                PublicKeyOrCertificate::Certificate(c) => PublicKeyOrCertificate::Certificate(c.clone()),
-            };
-            *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(copy);
-            Ok(false)
-        }
-    }
-    let seen = Arc::new(Mutex::new(None));
-    let config = Arc::new(russh::client::Config::default());
-    let timeout = || SshError::Timeout { what: format!("the host key of {addr}"), after: within };
-    let tcp = tokio::time::timeout(within, tokio::net::TcpStream::connect(addr))
-        .await
-        .map_err(|_| timeout())?
-        .map_err(|source| SshError::Connect { addr, source })?;
-    let res = tokio::time::timeout(within, russh::client::connect_stream(config, tcp, Capture(seen.clone()))).await;
-    if let Some(key) = seen.lock().unwrap_or_else(|e| e.into_inner()).take() {
-        return Ok(key);
-    }
-    match res {
-        Err(_) => Err(timeout()),
-        Ok(Err(e)) => Err(SshError::from(e)),
-        Ok(Ok(_)) => Err(SshError::Protocol(format!("{addr} completed a handshake without showing a host key"))),
     }
 }
 

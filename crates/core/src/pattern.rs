@@ -6,6 +6,7 @@
 //!   case-insensitively; `[host]:port` is plain text inside a pattern;
 //! - a pattern starting with `!` negates: if it matches, the whole line does not apply, whatever else matches.
 
+use base64ct::{Base64, Encoding};
 use hmac::{Hmac, KeyInit, Mac};
 use sha1::Sha1;
 use wildmatch::WildMatch;
@@ -38,7 +39,7 @@ pub fn field_matches(field: &str, name: &str) -> bool {
 /// `salt|hash` (both base64) against HMAC-SHA1 keyed with the salt over `name`, compared in constant time.
 fn hashed_matches(salt_and_hash: &str, name: &str) -> bool {
     let Some((salt, hash)) = salt_and_hash.split_once('|') else { return false };
-    let (Ok(salt), Ok(hash)) = (aws_smithy_types::base64::decode(salt), aws_smithy_types::base64::decode(hash)) else {
+    let (Ok(salt), Ok(hash)) = (Base64::decode_vec(salt), Base64::decode_vec(hash)) else {
         return false;
     };
     match Hmac::<Sha1>::new_from_slice(&salt) {
@@ -52,7 +53,7 @@ pub fn hash_name(name: &str, salt: &[u8]) -> String {
     let mut mac = Hmac::<Sha1>::new_from_slice(salt).expect("HMAC takes any key length");
     mac.update(name.as_bytes());
     let hash = mac.finalize().into_bytes();
-    format!("{HASH_MAGIC}{}|{}", aws_smithy_types::base64::encode(salt), aws_smithy_types::base64::encode(hash))
+    format!("{HASH_MAGIC}{}|{}", Base64::encode_string(salt), Base64::encode_string(&hash))
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use bastionctl::config::Config;
+use bastionctl_core::config::Config;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -15,7 +15,7 @@ use super::Lab;
 use super::moto::{DUMMY_SECRET, REGION};
 use super::net::POLL_INTERVAL;
 use super::proc::Proc;
-use crate::control::BastionStatus;
+use bastionctl_core::control::BastionStatus;
 
 /// How long a daemon may take to accept on its control socket.
 pub const DAEMON_READY_TIMEOUT: Duration = Duration::from_secs(15);

@@ -7,7 +7,7 @@ use russh::keys::ssh_key::certificate::{Builder, CertType};
 use russh::keys::ssh_key::private::Ed25519Keypair;
 use russh::keys::{PrivateKey, PublicKey, PublicKeyOrCertificate};
 
-use super::*;
+use crate::hostkeys::known_hosts::KnownHosts;
 use crate::hostkeys::pattern::hash_name;
 use crate::hostkeys::verify::{Decision, HostNames, decide};
 use crate::hostkeys::{fingerprint, known_hosts_line};

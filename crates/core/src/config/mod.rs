@@ -291,7 +291,7 @@ impl Config {
 
     /// bastionctl's pin file: `[daemon] pinned_host_keys`, else `$XDG_STATE_HOME/bastionctl/known_hosts`.
     pub fn pinned_host_keys(&self) -> PathBuf {
-        self.daemon.pinned_host_keys.as_deref().map(expand_tilde).unwrap_or_else(crate::hostkeys::pins::default_path)
+        self.daemon.pinned_host_keys.as_deref().map(expand_tilde).unwrap_or_else(crate::paths::pinned_host_keys)
     }
 
     /// The log file of an auto-started daemon: `[daemon] log_file`, else `$XDG_STATE_HOME/bastionctl/daemon.log`.

@@ -12,7 +12,7 @@ use std::process::{ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use bastionctl::lab::{Lab, LabOptions};
+use bastionctl_lab::{Lab, LabOptions};
 use clap::{Parser, Subcommand};
 
 /// The local lab: moto's EC2, a stopped bastion played by a real sshd, a private host, and the real ssh client.
@@ -181,7 +181,7 @@ async fn shell(lab: &Lab) -> anyhow::Result<()> {
 }
 
 fn report(out: Option<&std::path::Path>) -> anyhow::Result<()> {
-    use bastionctl::lab::report;
+    use bastionctl_lab::report;
     let dir = report::dir();
     let rows = report::read_all().with_context(|| format!("cannot read the rows in {}", dir.display()))?;
     if rows.is_empty() {
