@@ -189,3 +189,22 @@ async fn socket_activated_daemon_serves_ssh_and_no_background_daemon_starts() {
     let _ = activator.wait().await;
     assert!(socket.exists(), "the daemon must not remove systemd's socket file");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_terminal_up_shows_a_spinner_with_phase_and_elapsed_time() {
+    let service = echo_service(std::net::Ipv4Addr::new(127, 0, 3, 1)).await;
+    let mut o = opts(Duration::from_secs(600), service, String::new());
+    o.boot_delay = Duration::from_secs(2);
+    let lab = lab(o).await;
+    // util-linux `script` runs the command on a pseudo-terminal and copies what it draws to our pipe.
+    let cmd = format!("{} up", lab.files().lab_bastionctl.display());
+    let out = tokio::time::timeout(DEADLINE, tokio::process::Command::new("script").args(["-qfec", &cmd, "/dev/null"]).output())
+        .await
+        .expect("up finished")
+        .expect("util-linux script is installed");
+    let drawn = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{drawn}{}", lab.diagnostics());
+    assert!(drawn.contains("bastionctl: starting") && drawn.contains("\u{1b}[2K"), "no spinner line redrawn in place:\n{drawn:?}");
+    assert!(drawn.contains("s]"), "no elapsed time on the spinner line:\n{drawn:?}");
+    assert!(drawn.contains(&format!("ready at {}", lab.bastion_addr())), "the result line: {drawn:?}");
+}
