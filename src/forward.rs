@@ -15,6 +15,9 @@ use tokio::net::{TcpListener, TcpStream};
 use crate::config::{Config, parse_host_port};
 use crate::progress_ui::ProgressUi;
 
+/// Pause after a failed accept (e.g. no file descriptors left) before accepting again.
+pub const ACCEPT_BACKOFF: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// One forward as given on the command line.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ForwardSpec {
@@ -126,7 +129,9 @@ async fn listen(cfg: Config, listener: TcpListener, host: String, port: u16, pro
         let (tcp, peer) = match listener.accept().await {
             Ok(c) => c,
             Err(e) => {
+                // E.g. out of file descriptors: say so, and do not spin on it.
                 eprintln!("bastionctl: accept failed: {e}");
+                tokio::time::sleep(ACCEPT_BACKOFF).await;
                 continue;
             }
         };

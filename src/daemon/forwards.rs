@@ -46,7 +46,9 @@ pub(super) async fn serve(shared: Arc<Shared>, bound: Bound, tracker: TaskTracke
             res = listener.accept() => match res {
                 Ok(c) => c,
                 Err(e) => {
+                    // E.g. out of file descriptors: log it, and do not spin on it.
                     warn!(forward = %forward.name, "accept failed: {e}");
+                    tokio::time::sleep(crate::forward::ACCEPT_BACKOFF).await;
                     continue;
                 }
             },
