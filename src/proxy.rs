@@ -31,10 +31,12 @@ pub(crate) async fn open(
     port: u16,
     progress: &mut ProgressUi,
 ) -> anyhow::Result<(BufReader<tokio::net::unix::OwnedReadHalf>, tokio::net::unix::OwnedWriteHalf, bool)> {
+    // Checked here too (the daemon checks every request), so a bad name fails before a daemon is started for it.
+    let host = crate::target::TargetHost::parse(host)?;
     let stream = client::connect_or_spawn(cfg).await?;
     let (rd, mut wr) = stream.into_split();
     let mut rd = BufReader::new(rd);
-    let req = Request { v: VERSION, op: Op::Connect { host: host.into(), port, framed: true } };
+    let req = Request { v: VERSION, op: Op::Connect { host: host.to_string(), port, framed: true } };
     control::write_line(&mut wr, &req).await.context("cannot send the request to the daemon")?;
     let longest = cfg.bastions.iter().map(|b| b.start_timeout).max().unwrap_or_default() + NEGOTIATION_SLACK;
     let framed = tokio::time::timeout(longest, negotiate(&mut rd, progress))

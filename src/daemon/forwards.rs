@@ -61,7 +61,12 @@ pub(super) async fn serve(shared: Arc<Shared>, bound: Bound, tracker: TaskTracke
 async fn one(shared: Arc<Shared>, mut tcp: TcpStream, host: String, port: u16) {
     let _ = tcp.set_nodelay(true);
     let opened = async {
-        let bastion = super::conn::route(&shared, &host, port).await?;
+        let target = crate::target::TargetHost::parse(&host).map_err(|e| crate::control::ErrorReply {
+            kind: "bad_request".into(),
+            message: e.to_string(),
+            hint: None,
+        })?;
+        let bastion = super::conn::route(&shared, &target, port).await.map_err(|e| e.to_reply())?;
         let lease = bastion.acquire().await.map_err(|e| e.to_reply())?;
         let channel = lease.ready.session.open(&host, port).await.map_err(crate::error::Error::from)?;
         Ok::<_, crate::control::ErrorReply>((lease, channel))

@@ -32,9 +32,18 @@ pub(crate) struct Shared {
     pub targets: targets::Targets,
 }
 
+/// The bastions' actors (in config order) and the EC2 client they share; the daemon looks up default targets
+/// (a bastion's VPC blocks) with it.
+pub struct Fleet {
+    /// One actor per `[[bastion]]`.
+    pub bastions: Vec<Bastion>,
+    /// The EC2 client.
+    pub ec2: Arc<dyn Ec2Api>,
+}
+
 /// Builds one actor per bastion, each with its own SSH dialer from its config.
-pub fn spawn_bastions(config: &Config, ec2: Arc<dyn Ec2Api>, shutdown: &CancellationToken) -> Vec<Bastion> {
-    config
+pub fn spawn_bastions(config: &Config, ec2: Arc<dyn Ec2Api>, shutdown: &CancellationToken) -> Fleet {
+    let bastions = config
         .bastions
         .iter()
         .map(|b| {
@@ -54,20 +63,21 @@ pub fn spawn_bastions(config: &Config, ec2: Arc<dyn Ec2Api>, shutdown: &Cancella
             let dialer = Arc::new(SshDialer::new(settings).with_first_trust(first_trust));
             Bastion::spawn(BastionSpec::from(b), ec2.clone(), dialer, shutdown.child_token())
         })
-        .collect()
+        .collect();
+    Fleet { bastions, ec2 }
 }
 
 /// Serves `listener` and the `[[forward]]` listeners until `shutdown` is cancelled, then waits up to
 /// [`DRAIN_GRACE`] for open connections.
 pub async fn serve(
     config: Config,
-    bastions: Vec<Bastion>,
+    fleet: Fleet,
     listener: UnixListener,
     forwards: Vec<forwards::Bound>,
     shutdown: CancellationToken,
 ) {
-    let targets = targets::Targets::new(&bastions);
-    let shared = Arc::new(Shared { config, bastions, targets });
+    let targets = targets::Targets::new(&config.bastions, fleet.ec2);
+    let shared = Arc::new(Shared { config, bastions: fleet.bastions, targets });
     let tracker = TaskTracker::new();
     for bound in forwards {
         tokio::spawn(forwards::serve(shared.clone(), bound, tracker.clone(), shutdown.clone()));

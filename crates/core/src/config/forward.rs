@@ -58,12 +58,15 @@ impl Config {
     /// Whether `host:port` may be forwarded, as far as the config alone can tell: a bastion whose `targets` allow it,
     /// or one without `targets` (its VPC's CIDR blocks, known only to the daemon) whose `target_ports` allow the port.
     ///
-    /// Errors: why each bastion refuses, each ending with the key to change.
+    /// The host goes through [`crate::target::TargetHost::parse`] first, like every target the daemon sees.
+    ///
+    /// Errors: what is wrong with the name, or why each bastion refuses, each ending with the key to change.
     pub fn check_target(&self, host: &str, port: u16) -> Result<(), String> {
+        let target = crate::target::TargetHost::parse(host).map_err(|e| e.to_string())?;
         let mut reasons = Vec::new();
         for b in &self.bastions {
             match static_rules(b) {
-                Some(set) => match policy::check(&set, host, port) {
+                Some(set) => match policy::check(&set, &target, port) {
                     Ok(()) => return Ok(()),
                     Err(why) => reasons.push(format!("bastion {}: {why}", b.name())),
                 },
