@@ -142,3 +142,22 @@ fn spawn_daemon(cfg: &Config, log: &Path) -> anyhow::Result<std::process::Child>
     tracing::info!(pid = child.id(), log = %log.display(), "started a background daemon");
     Ok(child)
 }
+
+/// An error the daemon answered with, kept typed so that the CLI can choose its exit status by [`DaemonError::kind`].
+/// Displays as the message, then the hint on its own line.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}{}", hint.as_ref().map(|h| format!("\n  hint: {h}")).unwrap_or_default())]
+pub struct DaemonError {
+    /// The error class ([`crate::error::Error::kind`]).
+    pub kind: String,
+    /// What went wrong.
+    pub message: String,
+    /// What to do about it.
+    pub hint: Option<String>,
+}
+
+impl From<crate::control::ErrorReply> for DaemonError {
+    fn from(e: crate::control::ErrorReply) -> Self {
+        DaemonError { kind: e.kind, message: e.message, hint: e.hint }
+    }
+}

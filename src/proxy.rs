@@ -7,15 +7,30 @@
 use anyhow::{Context, bail};
 use tokio::io::{AsyncWriteExt, BufReader};
 
-use crate::client;
+use crate::client::{self, DaemonError};
 use crate::config::Config;
 use crate::control::{self, Frame, MIN_VERSION, Op, Reply, Request};
+use crate::progress_ui::ProgressUi;
 
 /// Bound on the whole negotiation before the tunnel starts: the bastion's `start_timeout` plus this slack.
 pub const NEGOTIATION_SLACK: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Runs the proxy until the tunnel ends. Returns an error (for a non-zero exit) when the daemon refuses or fails.
-pub async fn run(cfg: &Config, host: &str, port: u16) -> anyhow::Result<()> {
+/// Progress lines go to `progress` (stderr, or nowhere with `--quiet`).
+pub async fn run(cfg: &Config, host: &str, port: u16, progress: &mut ProgressUi) -> anyhow::Result<()> {
+    let (rd, wr, framed) = open(cfg, host, port, progress).await?;
+    progress.finish();
+    splice(rd, wr, framed).await
+}
+
+/// Asks the daemon (starting one if none runs) for a tunnel to `host:port` and waits for it, under the longest
+/// `start_timeout` plus [`NEGOTIATION_SLACK`]. Returns the socket's halves and whether the daemon frames its bytes.
+pub(crate) async fn open(
+    cfg: &Config,
+    host: &str,
+    port: u16,
+    progress: &mut ProgressUi,
+) -> anyhow::Result<(BufReader<tokio::net::unix::OwnedReadHalf>, tokio::net::unix::OwnedWriteHalf, bool)> {
     // Checked here too (the daemon checks every request), so a bad name fails before a daemon is started for it.
     let host = crate::target::TargetHost::parse(host)?;
     let stream = client::connect_or_spawn(cfg).await?;
@@ -24,24 +39,24 @@ pub async fn run(cfg: &Config, host: &str, port: u16) -> anyhow::Result<()> {
     let req = Request { v: MIN_VERSION, op: Op::Connect { host: host.to_string(), port, framed: true } };
     control::write_line(&mut wr, &req).await.context("cannot send the request to the daemon")?;
     let longest = cfg.bastions.iter().map(|b| b.start_timeout).max().unwrap_or_default() + NEGOTIATION_SLACK;
-    let framed = tokio::time::timeout(longest, negotiate(&mut rd))
+    let framed = tokio::time::timeout(longest, negotiate(&mut rd, progress))
         .await
         .with_context(|| format!("the daemon gave no answer within {}s", longest.as_secs()))??;
-    splice(rd, wr, framed).await
+    Ok((rd, wr, framed))
 }
 
-/// Reads replies until `ok` (tunnel starts; returns whether the daemon frames its bytes) or `error`; progress goes
-/// to stderr.
-async fn negotiate(rd: &mut BufReader<tokio::net::unix::OwnedReadHalf>) -> anyhow::Result<bool> {
+/// Reads replies until `ok` (tunnel starts; returns whether the daemon frames its bytes) or `error` (a
+/// [`DaemonError`]); progress goes to `progress`.
+async fn negotiate<R>(rd: &mut R, progress: &mut ProgressUi) -> anyhow::Result<bool>
+where
+    R: tokio::io::AsyncBufRead + Unpin,
+{
     loop {
         let reply: Reply = control::read_line(rd).await.context("the daemon closed the connection")?;
         match reply {
-            Reply::Progress(msg) => eprintln!("bastionctl: {msg}"),
+            Reply::Progress(msg) => progress.show(&msg),
             Reply::Ok(ok) => return Ok(ok.framed),
-            Reply::Error(e) => {
-                let hint = e.hint.map(|h| format!("\n  hint: {h}")).unwrap_or_default();
-                bail!("{}{hint}", e.message);
-            }
+            Reply::Error(e) => return Err(DaemonError::from(e).into()),
             Reply::Status(_) => bail!("the daemon sent a status report instead of opening the tunnel"),
         }
     }
@@ -76,7 +91,7 @@ async fn splice(
 }
 
 /// Copies data frames to `out` until the end frame; an error frame or a cut stream is an error saying why.
-async fn copy_frames<R, W>(rd: &mut R, out: &mut W) -> anyhow::Result<()>
+pub(crate) async fn copy_frames<R, W>(rd: &mut R, out: &mut W) -> anyhow::Result<()>
 where
     R: tokio::io::AsyncBufRead + Unpin,
     W: tokio::io::AsyncWrite + Unpin,
@@ -93,10 +108,7 @@ where
                 }
             }
             Ok(Frame::End) => return Ok(()),
-            Ok(Frame::Error(e)) => {
-                let hint = e.hint.map(|h| format!("\n  hint: {h}")).unwrap_or_default();
-                bail!("{}{hint}", e.message);
-            }
+            Ok(Frame::Error(e)) => return Err(DaemonError::from(e).into()),
             Err(control::FrameError::Closed) => {
                 bail!("the daemon closed the tunnel without ending it (did the daemon exit? see its log)")
             }

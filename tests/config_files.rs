@@ -106,14 +106,25 @@ fn example_documents_the_defaults_it_claims() {
     assert_eq!(targets, ["10.0.16.0/20", "*.internal"]);
 }
 
-/// Uncomments the `# [[bastion]]` block of an example (and the `# key = value` lines after it).
+/// A copied example must not pin a profile: that would silently override `AWS_PROFILE`, which the README says
+/// selects the profile.
+#[test]
+fn example_leaves_the_aws_profile_to_aws_profile() {
+    for file in toml_files(&root().join("config")) {
+        let cfg = Config::load(&file).unwrap();
+        assert_eq!(cfg.aws.profile, None, "{} sets [aws] profile, which overrides AWS_PROFILE", name(&file));
+    }
+}
+
+/// Uncomments the `# [[bastion]]` block of an example (and the `# key = value` lines and `# [[forward]]` tables
+/// after it).
 fn uncomment_second_bastion(text: &str) -> Option<String> {
     let start = text.lines().position(|l| l.trim() == "# [[bastion]]")?;
     let out: Vec<&str> = text
         .lines()
         .enumerate()
         .map(|(i, l)| match l.strip_prefix("# ") {
-            Some(rest) if i >= start && (rest == "[[bastion]]" || rest.contains(" = ")) => rest,
+            Some(rest) if i >= start && (rest == "[[bastion]]" || rest == "[[forward]]" || rest.contains(" = ")) => rest,
             _ => l,
         })
         .collect();

@@ -7,44 +7,68 @@ use tokio::io::BufReader;
 use tokio_util::sync::CancellationToken;
 
 use super::{Args, Command};
-use crate::client;
+use crate::client::{self, DaemonError};
 use crate::config::Config;
 use crate::control::{self, BastionStatus, ErrorReply, MIN_VERSION, OkReply, Op, Reply, Request, VERSION};
+use crate::progress_ui::{Mode, ProgressUi};
 use crate::daemon;
 use crate::escape::{escape, escape_keep_newlines};
 use crate::ec2::{Ec2Api, InstanceState};
 use crate::ec2::aws::AwsEc2;
 
 pub(super) async fn run(args: Args) -> anyhow::Result<()> {
-    // doctor reports a config that does not load as one of its checks.
-    if let Command::Doctor { bastion } = &args.command {
-        return super::doctor::run(args.config.as_deref(), bastion.as_deref()).await;
+    match &args.command {
+        // doctor reports a config that does not load as one of its checks.
+        Command::Doctor { bastion } => return super::doctor::run(args.config.as_deref(), bastion.as_deref()).await,
+        Command::Completions { shell } => {
+            clap_complete::generate(*shell, &mut super::command(), "bastionctl", &mut std::io::stdout());
+            return Ok(());
+        }
+        Command::Man => {
+            clap_mangen::Man::new(super::command()).render(&mut std::io::stdout()).context("cannot write the man page")?;
+            return Ok(());
+        }
+        _ => {}
     }
     let cfg = Config::load_default(args.config.as_deref())?;
+    let mut progress = ProgressUi::new(Mode::detect(args.quiet));
     match args.command {
-        Command::Proxy { host, port } => crate::proxy::run(&cfg, &host, port).await,
+        Command::Proxy { host, port } => crate::proxy::run(&cfg, &host, port, &mut progress).await,
         Command::Daemon => run_daemon(cfg).await,
         Command::Up { bastion } => {
             let stream = client::connect_or_spawn(&cfg).await?;
-            let ok = ask(stream, Op::Up { bastion }).await?;
+            let ok = ask(stream, Op::Up { bastion }, &mut progress).await?;
+            progress.finish();
             println!("{}", ok.message);
             Ok(())
         }
-        Command::Down { bastion, force } => down(&cfg, bastion, force).await,
+        Command::Down { bastion, force } => down(&cfg, bastion, force, &mut progress).await,
         Command::Status { json } => status(&cfg, json).await,
         Command::Trust { bastion, yes, replace } => super::trust::run(&cfg, bastion, yes, replace).await,
-        Command::Doctor { .. } => unreachable!("handled before the config is loaded"),
+        Command::Forward { bind, specs } => crate::forward::run(&cfg, bind, specs, progress).await,
+        Command::SshConfig => {
+            print!("{}", super::ssh_config::render(&cfg, args.config.as_deref())?);
+            Ok(())
+        }
+        Command::Doctor { .. } | Command::Completions { .. } | Command::Man => unreachable!("handled above"),
     }
 }
 
 async fn run_daemon(cfg: Config) -> anyhow::Result<()> {
     let path = cfg.socket_path();
     let signal = shutdown_signal()?;
-    let (listener, _lock) = daemon::socket::bind(&path)?;
+    let (listener, _lock, origin) = daemon::activation::listen(&path)?;
+    let forwards = daemon::forwards::bind(&cfg).await?;
     let ec2: Arc<dyn Ec2Api> = Arc::new(AwsEc2::from_config(&cfg.aws).await?);
     let shutdown = CancellationToken::new();
     let bastions = daemon::spawn_bastions(&cfg, ec2, &shutdown);
-    tracing::info!(socket = %path.display(), config = %cfg.source.display(), pid = std::process::id(), "daemon ready");
+    tracing::info!(
+        socket = %path.display(),
+        socket_from = ?origin,
+        config = %cfg.source.display(),
+        pid = std::process::id(),
+        "daemon ready"
+    );
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
     let signals = shutdown.clone();
     tokio::spawn(async move {
@@ -53,8 +77,11 @@ async fn run_daemon(cfg: Config) -> anyhow::Result<()> {
         let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
         signals.cancel();
     });
-    daemon::serve(cfg, bastions, listener, shutdown).await;
-    let _ = std::fs::remove_file(&path);
+    daemon::serve(cfg, bastions, listener, forwards, shutdown).await;
+    // A socket systemd passed is systemd's file: the next connection to it starts the daemon again.
+    if origin == daemon::activation::Origin::Bound {
+        let _ = std::fs::remove_file(&path);
+    }
     Ok(())
 }
 
@@ -72,26 +99,25 @@ fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
     })
 }
 
-/// Sends `op`, relays progress to stderr, returns the `ok` reply.
-pub(super) async fn ask(stream: tokio::net::UnixStream, op: Op) -> anyhow::Result<OkReply> {
+/// Sends `op`, relays progress to `progress`, returns the `ok` reply; an error reply is a [`DaemonError`].
+pub(super) async fn ask(stream: tokio::net::UnixStream, op: Op, progress: &mut ProgressUi) -> anyhow::Result<OkReply> {
     let mut io = BufReader::new(stream);
     control::write_line(&mut io, &Request { v: MIN_VERSION, op }).await.context("cannot talk to the daemon")?;
     loop {
         match control::read_line(&mut io).await.context("the daemon closed the connection")? {
-            Reply::Progress(p) => eprintln!("bastionctl: {p}"),
+            Reply::Progress(p) => progress.show(&p),
             Reply::Ok(ok) => return Ok(ok),
-            Reply::Error(e) => {
-                let hint = e.hint.map(|h| format!("\n  hint: {h}")).unwrap_or_default();
-                bail!("{}{hint}", e.message)
-            }
+            Reply::Error(e) => return Err(DaemonError::from(e).into()),
             Reply::Status(_) => bail!("unexpected status reply"),
         }
     }
 }
 
-async fn down(cfg: &Config, bastion: Option<String>, force: bool) -> anyhow::Result<()> {
+async fn down(cfg: &Config, bastion: Option<String>, force: bool, progress: &mut ProgressUi) -> anyhow::Result<()> {
     if let Some(stream) = client::try_connect(&cfg.socket_path()).await? {
-        println!("{}", ask(stream, Op::Down { bastion, force }).await?.message);
+        let msg = ask(stream, Op::Down { bastion, force }, progress).await?.message;
+        progress.finish();
+        println!("{msg}");
         return Ok(());
     }
     // No daemon: nothing is forwarded, so stop it directly.

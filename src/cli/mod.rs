@@ -2,6 +2,9 @@
 
 mod commands;
 mod doctor;
+mod exit;
+mod logging;
+mod ssh_config;
 mod trust;
 
 use std::path::PathBuf;
@@ -19,6 +22,10 @@ pub struct Args {
     /// More log output on stderr (-v info, -vv debug, -vvv trace). RUST_LOG overrides.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
+    /// No progress lines on stderr (errors still show). BASTIONCTL_QUIET=1 does the same for a ProxyCommand line
+    /// you do not want to edit: ssh's own -q does not reach a ProxyCommand.
+    #[arg(short, long, global = true, env = "BASTIONCTL_QUIET", value_parser = clap::builder::FalseyValueParser::new())]
+    pub quiet: bool,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -74,17 +81,47 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Listen on local ports and forward each connection through the bastion, like `ssh -L` without an SSH-capable
+    /// host (e.g. `bastionctl forward 5432:mydb.abc123.eu-west-1.rds.amazonaws.com:5432`, then
+    /// `psql -h 127.0.0.1`). Runs in the foreground until Ctrl-C; prints one line per listener on stdout. An idle
+    /// listener does not keep the bastion running; an open connection does.
+    Forward {
+        /// Local address to listen on (ssh -L's bind_address).
+        #[arg(long, default_value = "127.0.0.1", value_name = "ADDR")]
+        bind: std::net::IpAddr,
+        /// What to forward: `[BIND:]LOCAL_PORT:HOST:PORT` (ssh -L's form; HOST may be `[IPv6]`; LOCAL_PORT 0
+        /// picks a free port). HOST:PORT must be allowed by a bastion's `targets` and `target_ports`.
+        #[arg(required = true, value_name = "LOCAL_PORT:HOST:PORT")]
+        specs: Vec<crate::forward::ForwardSpec>,
+    },
+    /// Print ssh_config `Host` blocks for the configured targets with `ProxyCommand <this bastionctl> proxy %h %p`,
+    /// to paste into ~/.ssh/config or pull in with `Include`. Sets no option you own (User, IdentityFile, ...).
+    SshConfig,
+    /// Print a shell completion script: `bastionctl completions bash > ~/.local/share/bash-completion/completions/bastionctl`.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff): `bastionctl man > ~/.local/share/man/man1/bastionctl.1`.
+    Man,
 }
 
-/// Parses the command line, sets up logging, runs the command, and maps errors to a message on stderr and exit 1.
+/// Parses the command line, sets up logging, runs the command, and maps errors to a message on stderr and an exit
+/// status from sysexits(3) where one fits (see [`exit`]).
 pub fn main() -> ExitCode {
-    let args = Args::parse();
+    let args = match Args::try_parse() {
+        Ok(args) => args,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(exit::for_clap(&e));
+        }
+    };
     init_logging(&args);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("bastionctl: error: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
+            return ExitCode::from(exit::SOFTWARE);
         }
     };
     let code = match runtime.block_on(commands::run(args)) {
@@ -92,7 +129,7 @@ pub fn main() -> ExitCode {
         Err(e) => {
             // Errors may quote outside text (a daemon's or EC2's message): no control character reaches the terminal.
             eprintln!("bastionctl: error: {}", crate::escape::escape_keep_newlines(&format!("{e:#}")));
-            ExitCode::FAILURE
+            ExitCode::from(exit::for_error(&e))
         }
     };
     // A pending stdin read (proxy) would block runtime shutdown; nothing else is left to finish.
@@ -100,8 +137,12 @@ pub fn main() -> ExitCode {
     code
 }
 
+/// The clap command, for completions and the man page.
+pub fn command() -> clap::Command {
+    <Args as clap::CommandFactory>::command()
+}
+
 fn init_logging(args: &Args) {
-    use tracing_subscriber::EnvFilter;
     let default = match (&args.command, args.verbose) {
         (Command::Daemon, 0) => "bastionctl=info",
         (_, 0) => "bastionctl=warn",
@@ -109,10 +150,5 @@ fn init_logging(args: &Args) {
         (_, 2) => "bastionctl=debug,russh=info",
         _ => "trace",
     };
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter).with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_target(false)
-        .try_init();
+    logging::init(default);
 }

@@ -84,7 +84,8 @@ pub async fn run(cfg: &Config, bastion: Option<String>, yes: bool, replace: bool
 /// the bastion is then the daemon's, whose idle clock stops it. Returns the instance id and sshd address.
 async fn start_through_daemon(cfg: &Config, b: &BastionConfig) -> anyhow::Result<(String, SocketAddr)> {
     let stream = crate::client::connect_or_spawn(cfg).await?;
-    let ok = super::commands::ask(stream, Op::Start { bastion: Some(b.name()) })
+    let mut progress = crate::progress_ui::ProgressUi::new(crate::progress_ui::Mode::Lines);
+    let ok = super::commands::ask(stream, Op::Start { bastion: Some(b.name()) }, &mut progress)
         .await
         .with_context(|| format!("cannot start bastion {} to see its host key", b.name()))?;
     eprintln!("bastionctl: {}", ok.message);

@@ -97,7 +97,7 @@ fn find<'a>(shared: &'a Shared, name: Option<&str>) -> Result<&'a Bastion, Error
 
 /// The first bastion whose allowed set (its `targets`, or its VPC's CIDR blocks) allows `host:port`. When none
 /// does and a VPC lookup failed, that EC2 error is returned (its hint names the missing permission).
-async fn route<'a>(shared: &'a Shared, host: &TargetHost, port: u16) -> Result<&'a Bastion, Arc<Error>> {
+pub(super) async fn route<'a>(shared: &'a Shared, host: &TargetHost, port: u16) -> Result<&'a Bastion, Arc<Error>> {
     let mut reasons = Vec::new();
     let mut lookup_error = None;
     for (i, b) in shared.bastions.iter().enumerate() {

@@ -1,7 +1,9 @@
 //! The daemon: accepts control connections on the Unix socket and serves them from one [`Bastion`] actor per
 //! configured bastion. Shutdown: cancel the token; the accept loop stops, open connections get a grace period.
 
+pub mod activation;
 mod conn;
+pub mod forwards;
 pub mod socket;
 pub mod targets;
 
@@ -66,11 +68,21 @@ pub fn spawn_bastions(config: &Config, ec2: Arc<dyn Ec2Api>, shutdown: &Cancella
     Fleet { bastions, ec2 }
 }
 
-/// Serves `listener` until `shutdown` is cancelled, then waits up to [`DRAIN_GRACE`] for open connections.
-pub async fn serve(config: Config, fleet: Fleet, listener: UnixListener, shutdown: CancellationToken) {
+/// Serves `listener` and the `[[forward]]` listeners until `shutdown` is cancelled, then waits up to
+/// [`DRAIN_GRACE`] for open connections.
+pub async fn serve(
+    config: Config,
+    fleet: Fleet,
+    listener: UnixListener,
+    forwards: Vec<forwards::Bound>,
+    shutdown: CancellationToken,
+) {
     let targets = targets::Targets::new(&config.bastions, fleet.ec2);
     let shared = Arc::new(Shared { config, bastions: fleet.bastions, targets });
     let tracker = TaskTracker::new();
+    for bound in forwards {
+        tokio::spawn(forwards::serve(shared.clone(), bound, tracker.clone(), shutdown.clone()));
+    }
     let me = nix::unistd::getuid().as_raw();
     let mut next_id: u64 = 0;
     loop {

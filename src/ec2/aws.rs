@@ -72,7 +72,9 @@ impl AwsEc2 {
 
 /// The SDK configuration [`AwsEc2::from_config`] uses: aws-config's default chains for credentials and region,
 /// overridden by the `[aws]` table's `profile`, `region` and `endpoint_url`, with [`CONNECT_TIMEOUT`],
-/// [`OPERATION_ATTEMPT_TIMEOUT`], [`OPERATION_TIMEOUT`] and standard retries of [`MAX_ATTEMPTS`].
+/// [`OPERATION_ATTEMPT_TIMEOUT`], [`OPERATION_TIMEOUT`] and the SDK's retries with [`MAX_ATTEMPTS`] attempts unless
+/// the user set a number (`AWS_MAX_ATTEMPTS`, a profile's `max_attempts`); `AWS_RETRY_MODE` and `retry_mode` are
+/// honoured as the SDK reads them.
 ///
 /// Errors: [`Ec2Error::NoRegion`] when no region is configured anywhere.
 pub async fn load_sdk_config(cfg: &AwsConfig) -> Result<aws_config::SdkConfig, Ec2Error> {
@@ -81,9 +83,7 @@ pub async fn load_sdk_config(cfg: &AwsConfig) -> Result<aws_config::SdkConfig, E
         .operation_attempt_timeout(OPERATION_ATTEMPT_TIMEOUT)
         .operation_timeout(OPERATION_TIMEOUT)
         .build();
-    let mut loader = aws_config::defaults(BehaviorVersion::latest())
-        .timeout_config(timeouts)
-        .retry_config(RetryConfig::standard().with_max_attempts(MAX_ATTEMPTS));
+    let mut loader = aws_config::defaults(BehaviorVersion::latest()).timeout_config(timeouts);
     if let Some(profile) = &cfg.profile {
         loader = loader.profile_name(profile);
     }
@@ -97,7 +97,28 @@ pub async fn load_sdk_config(cfg: &AwsConfig) -> Result<aws_config::SdkConfig, E
     if sdk_config.region().is_none() {
         return Err(Ec2Error::NoRegion);
     }
-    Ok(sdk_config)
+    if user_sets_max_attempts(cfg.profile.as_deref()).await {
+        return Ok(sdk_config);
+    }
+    // Only the attempt count is ours; a retry mode the user chose (AWS_RETRY_MODE, `retry_mode`) stays.
+    let retry = sdk_config.retry_config().cloned().unwrap_or_else(RetryConfig::standard).with_max_attempts(MAX_ATTEMPTS);
+    Ok(sdk_config.to_builder().retry_config(retry).build())
+}
+
+/// Whether the user chose the number of attempts the way the AWS CLI reads it: `AWS_MAX_ATTEMPTS`, or
+/// `max_attempts` in the selected profile of the shared config files (`[aws] profile`, else `AWS_PROFILE`, else
+/// `default`). A profile file that cannot be read counts as not set (aws-config reports it on the first call).
+async fn user_sets_max_attempts(profile: Option<&str>) -> bool {
+    use aws_runtime::env_config::file::EnvConfigFiles;
+    use aws_types::os_shim_internal::{Env, Fs};
+    if std::env::var_os("AWS_MAX_ATTEMPTS").is_some_and(|v| !v.is_empty()) {
+        return true;
+    }
+    let selected = profile.map(|p| std::borrow::Cow::Owned(p.to_string()));
+    match aws_config::profile::load(&Fs::real(), &Env::real(), &EnvConfigFiles::default(), selected).await {
+        Ok(set) => set.get("max_attempts").is_some(),
+        Err(_) => false,
+    }
 }
 
 /// `InvalidInstanceID.NotFound` / `.Malformed` from any call on one id becomes [`Ec2Error::NotFound`].

@@ -98,7 +98,7 @@ pub fn check(set: &RuleSet, host: &TargetHost, port: u16) -> Result<(), String> 
     if !set.ports.contains(&port) {
         let list: Vec<String> = set.ports.iter().map(|p| p.to_string()).collect();
         return Err(format!(
-            "{host} matches `{rule}` of {} but port {port} is not in target_ports [{}]",
+            "{host} matches `{rule}` of {} but port {port} is not in target_ports [{}]: add {port} to target_ports",
             set.source,
             list.join(", ")
         ));

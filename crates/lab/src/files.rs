@@ -80,6 +80,10 @@ pub struct ProductConfig<'a> {
     pub vpc_default_targets: bool,
     /// `lease_ttl`, when not the product's default.
     pub lease_ttl: Option<Duration>,
+    /// More allowed target ports after the private host's sshd port.
+    pub extra_target_ports: &'a [u16],
+    /// TOML appended to the config (e.g. `[[forward]]` tables).
+    pub extra_config: &'a str,
 }
 
 /// The bastionctl config (format in docs/CONTRACTS.md).
@@ -91,7 +95,7 @@ pub fn product_config(f: &LabFiles, c: &ProductConfig<'_>) -> String {
          [[bastion]]\nname = \"lab\"\ninstance_id = {id}\nuser = {user}\nport = {bport}\n\
          identity_files = [{identity}]\nagent = false\nknown_hosts = {kh}\n\
          idle_timeout = \"{idle}ms\"\nstart_timeout = \"{start}ms\"\n\
-         {targets}target_ports = [{pport}]\n{lease}",
+         {targets}target_ports = [{pport}]\n{lease}{extra}",
         endpoint = toml_str(c.endpoint_url),
         socket = toml_path(&f.socket),
         log = toml_path(&f.daemon_log),
@@ -107,7 +111,8 @@ pub fn product_config(f: &LabFiles, c: &ProductConfig<'_>) -> String {
             true => String::new(),
             false => format!("targets = [\"{}/32\"]\n", c.private_addr),
         },
-        pport = c.private_port,
+        pport = std::iter::once(c.private_port).chain(c.extra_target_ports.iter().copied()).map(|p| p.to_string()).collect::<Vec<_>>().join(", "),
+        extra = c.extra_config,
         lease = c.lease_ttl.map(|t| format!("lease_ttl = \"{}ms\"\n", t.as_millis())).unwrap_or_default(),
     )
 }

@@ -80,6 +80,10 @@ pub struct LabOptions {
     pub watchdog: Option<watchdog::WatchdogOptions>,
     /// `ClientAliveInterval` (seconds) and `ClientAliveCountMax` for the bastion sshd. Default none (sshd's: off).
     pub bastion_client_alive: Option<(u32, u32)>,
+    /// Target ports allowed besides the private host's sshd port (e.g. a test's TCP service). Default none.
+    pub extra_target_ports: Vec<u16>,
+    /// TOML appended to the bastionctl config, e.g. `[[forward]]` tables. Default empty.
+    pub extra_config: String,
 }
 
 impl LabOptions {
@@ -99,6 +103,8 @@ impl LabOptions {
             lease_ttl: None,
             watchdog: None,
             bastion_client_alive: None,
+            extra_target_ports: Vec::new(),
+            extra_config: String::new(),
         }
     }
 }
@@ -258,6 +264,8 @@ impl Lab {
             start_timeout: self.opts.start_timeout,
             vpc_default_targets: self.opts.vpc_default_targets,
             lease_ttl: self.opts.lease_ttl,
+            extra_target_ports: &self.opts.extra_target_ports,
+            extra_config: &self.opts.extra_config,
         };
         std::fs::write(&f.config, files::product_config(f, &product))?;
         let proxy = format!(

@@ -15,8 +15,11 @@ use toml::Spanned;
 
 use crate::paths;
 
+pub mod forward;
 mod locate;
 mod validate;
+
+pub use forward::{ForwardConfig, parse_host_port};
 
 use locate::parse_message;
 #[cfg(test)]
@@ -97,6 +100,9 @@ pub struct Config {
     /// The bastions, each with the targets it may reach. The first whose targets allow a connection serves it.
     #[serde(rename = "bastion", default)]
     pub bastions: Vec<BastionConfig>,
+    /// Named forwards the daemon keeps listening (`[[forward]]`).
+    #[serde(rename = "forward", default)]
+    pub forwards: Vec<ForwardConfig>,
     /// The file this was loaded from (not a TOML key).
     #[serde(skip)]
     pub source: PathBuf,

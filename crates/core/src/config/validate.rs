@@ -122,6 +122,7 @@ impl Config {
                 }
             }
         }
+        super::forward::validate(self).map_err(|(key, span, msg)| invalid(span, key, msg))?;
         Ok(())
     }
 }
