@@ -8,7 +8,11 @@
 //! framing (`"framed": true` in `connect`) and the daemon agreed (`"framed": true` in its `ok`): then they come as
 //! [`Frame`]s, so that the end of the stream says whether the target closed it ([`Frame::End`]) or the tunnel broke
 //! ([`Frame::Error`], e.g. the SSH session to the bastion died). A daemon or client that predates framing leaves the
-//! field out, and both sides fall back to raw bytes.
+//! field out, and both sides fall back to raw bytes. `bastionctl proxy --fdpass` asks for raw bytes too: it hands
+//! the socket to ssh (OpenSSH's ProxyUseFdpass), which speaks SSH on it directly.
+
+mod decoder;
+pub use decoder::{FrameDecoder, Piece};
 
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncReadExt, AsyncWrite, AsyncWriteExt};

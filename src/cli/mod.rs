@@ -33,6 +33,10 @@ pub enum Command {
         host: String,
         /// Target port (%p).
         port: u16,
+        /// Pass the connected socket to ssh and exit (needs `ProxyUseFdpass yes` in ssh_config): the proxy process
+        /// then stays out of the data path.
+        #[arg(long)]
+        fdpass: bool,
     },
     /// Run the daemon in the foreground (what the systemd user unit runs).
     Daemon,

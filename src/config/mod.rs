@@ -15,6 +15,7 @@ use toml::Spanned;
 
 use crate::paths;
 
+pub mod ciphers;
 mod locate;
 mod validate;
 
@@ -176,6 +177,11 @@ pub struct BastionConfig {
     /// Target ports that are allowed.
     #[serde(default = "default_ports")]
     pub target_ports: Vec<u16>,
+    /// The outer SSH session's ciphers in order of preference, in OpenSSH's names (like ssh_config's `Ciphers`),
+    /// e.g. `["chacha20-poly1305@openssh.com"]`. Unset: AES-GCM first when the CPU has AES instructions,
+    /// chacha20-poly1305 first otherwise. See [`ciphers::SUPPORTED`].
+    #[serde(default)]
+    pub ciphers: Option<Vec<Spanned<String>>>,
 }
 
 fn default_user() -> String {
@@ -322,6 +328,11 @@ impl BastionConfig {
     /// The known_hosts file with `~` expanded; default `~/.ssh/known_hosts`.
     pub fn known_hosts(&self) -> PathBuf {
         self.known_hosts.as_deref().map(expand_tilde).unwrap_or_else(|| paths::home().join(".ssh/known_hosts"))
+    }
+
+    /// The configured `ciphers` (validated at load time), or `None` for the default preference.
+    pub fn cipher_names(&self) -> Option<Vec<String>> {
+        self.ciphers.as_ref().map(|list| list.iter().map(|c| c.get_ref().clone()).collect())
     }
 
     /// The parsed target rules (validated at load time); empty when `targets` is unset (the VPC default).

@@ -3,6 +3,7 @@
 
 mod conn;
 pub mod socket;
+mod splice;
 pub mod targets;
 
 use std::sync::Arc;
@@ -49,7 +50,9 @@ pub fn spawn_bastions(config: &Config, ec2: Arc<dyn Ec2Api>, shutdown: &Cancella
                 trust_command: crate::hostkeys::trust_command(&config.source, &b.name()),
                 console: Some(Arc::new(ec2.clone())),
             };
-            let dialer = Arc::new(SshDialer::new(settings).with_first_trust(first_trust));
+            let ciphers = b.cipher_names();
+            let dialer =
+                Arc::new(SshDialer::new(settings).with_ciphers(ciphers.as_deref()).with_first_trust(first_trust));
             Bastion::spawn(BastionSpec::from(b), ec2.clone(), dialer, shutdown.child_token())
         })
         .collect()
