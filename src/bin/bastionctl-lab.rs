@@ -74,6 +74,10 @@ enum Command {
         /// Warm connects per route (default 25).
         #[arg(long)]
         connects: Option<usize>,
+        /// Bytes per cipher in the micro benchmark (default 256 MiB; 0 skips it: its figures mean nothing from a
+        /// debug build of this program).
+        #[arg(long)]
+        cipher_bytes: Option<u64>,
     },
 }
 
@@ -100,7 +104,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     if !bastionctl.exists() {
         bail!("{} not found: build it (cargo build) or pass --bastionctl PATH", bastionctl.display());
     }
-    if let Command::Bench { smoke, out, outer_cipher, cipher_ssh_only, bytes, reps, connects } = cli.command {
+    if let Command::Bench { smoke, out, outer_cipher, cipher_ssh_only, bytes, reps, connects, cipher_bytes } = cli.command
+    {
         let mut o = match smoke {
             true => BenchOptions::smoke(bastionctl),
             false => BenchOptions::full(bastionctl),
@@ -110,6 +115,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         o.bytes = bytes.unwrap_or(o.bytes);
         o.reps = reps.unwrap_or(o.reps);
         o.connects = connects.unwrap_or(o.connects);
+        o.cipher_bytes = cipher_bytes.unwrap_or(o.cipher_bytes);
         return bench(o, out.as_deref()).await;
     }
     let mut opts = LabOptions::new(bastionctl);

@@ -84,7 +84,12 @@ pub enum Command {
 pub fn main() -> ExitCode {
     let args = Args::parse();
     init_logging(&args);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    // The proxy is two copy loops on non-blocking pipes and a socket: one thread does it with no cross-thread wake-ups.
+    let mut builder = match args.command {
+        Command::Proxy { .. } => tokio::runtime::Builder::new_current_thread(),
+        _ => tokio::runtime::Builder::new_multi_thread(),
+    };
+    let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("bastionctl: error: cannot start the async runtime: {e}");

@@ -189,6 +189,10 @@ fn memory_and_cold(out: &mut String, r: &Report, warm: f64) {
 }
 
 fn ciphers(out: &mut String, r: &Report) {
+    if r.ciphers.is_empty() {
+        let _ = writeln!(out, "\n## Outer session ciphers\n\nNot measured in this run (`--cipher-bytes 0`).");
+        return;
+    }
     let _ = writeln!(
         out,
         "\n## Outer session ciphers (in-process russh client and server, one channel, {:.0} MiB each)\n\n\
