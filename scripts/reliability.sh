@@ -13,6 +13,6 @@ status=0
 cargo test --locked "${tests[@]}" || status=1
 # Case 15 (clock jumps) is a lifecycle unit test in virtual time.
 cargo test --locked --lib -- lifecycle::tests::clock_jump || status=1
-cargo run --locked --quiet --features lab --bin bastionctl-lab -- report --out docs/RELIABILITY.md || exit 1
+cargo run --locked --quiet --bin bastionctl-lab -- report --out docs/RELIABILITY.md || exit 1
 echo "wrote docs/RELIABILITY.md ($(grep -c '^| [^-c]' docs/RELIABILITY.md) rows)"
 exit $status

@@ -13,6 +13,7 @@ use tokio::time::Instant;
 
 use crate::config::Config;
 use crate::daemon::socket;
+use crate::lockfile;
 
 /// Bound on one connect to the control socket.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -55,15 +56,11 @@ pub async fn connect_or_spawn(cfg: &Config) -> anyhow::Result<UnixStream> {
     }
     socket::prepare_dir(&path)?;
     let lock_file = spawn_lock_path(&path);
-    let lock = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&lock_file)
-        .with_context(|| format!("cannot open {}", lock_file.display()))?;
-    let lock = tokio::task::spawn_blocking(move || lock.lock().map(|()| lock))
-        .await?
-        .with_context(|| format!("cannot lock {}", lock_file.display()))?;
+    let lock = {
+        let lock_file = lock_file.clone();
+        tokio::task::spawn_blocking(move || lockfile::exclusive(&lock_file)).await?
+    }
+    .with_context(|| format!("cannot lock {}", lock_file.display()))?;
     // Someone else may have started it while we waited for the lock.
     if let Some(s) = try_connect(&path).await? {
         return Ok(s);
@@ -116,14 +113,11 @@ fn shutting_down(path: &Path) -> String {
 
 /// Whether a daemon holds the single-daemon lock of `socket` (the probe takes and at once releases a free lock).
 fn daemon_lock_held(socket: &Path) -> bool {
-    let Ok(f) = OpenOptions::new().write(true).open(socket::lock_path(socket)) else { return false };
-    matches!(f.try_lock(), Err(std::fs::TryLockError::WouldBlock))
+    lockfile::is_held(&socket::lock_path(socket))
 }
 
 fn spawn_lock_path(socket: &Path) -> PathBuf {
-    let mut s = socket.as_os_str().to_owned();
-    s.push(".spawn");
-    PathBuf::from(s)
+    crate::paths::with_suffix(socket, ".spawn")
 }
 
 /// Starts `<this exe> --config <file> daemon` detached (own process group, stdin closed, output to `log`).

@@ -126,9 +126,3 @@ impl From<Error> for ErrorReply {
         e.to_reply()
     }
 }
-
-impl From<std::sync::Arc<Error>> for ErrorReply {
-    fn from(e: std::sync::Arc<Error>) -> Self {
-        e.to_reply()
-    }
-}

@@ -9,17 +9,15 @@
 
 pub mod cli;
 pub mod client;
-pub mod config;
-pub mod control;
 pub mod daemon;
 pub mod ec2;
 pub mod error;
 pub mod hostkeys;
-pub mod paths;
-pub mod policy;
+pub mod lifecycle;
+pub mod lockfile;
+pub mod progress;
 pub mod proxy;
 pub mod ssh;
 pub mod tunnel;
-pub mod lifecycle;
-#[cfg(feature = "lab")]
-pub mod lab;
+
+pub use bastionctl_core::{config, control, paths, policy};

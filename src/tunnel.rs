@@ -5,9 +5,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::broadcast;
 use tokio::time::Instant;
 
+use crate::progress::Progress;
 use crate::ssh::SshError;
 
 /// Anything that is a bidirectional byte stream.
@@ -42,30 +42,4 @@ pub trait Dialer: Send + Sync + 'static {
         deadline: Instant,
         progress: &Progress,
     ) -> Result<Arc<dyn Session>, SshError>;
-}
-
-/// Fan-out of progress messages to every client waiting on the same bastion start; each is also logged.
-#[derive(Debug, Clone)]
-pub struct Progress {
-    tx: broadcast::Sender<String>,
-}
-
-impl Default for Progress {
-    fn default() -> Self {
-        Progress { tx: broadcast::channel(64).0 }
-    }
-}
-
-impl Progress {
-    /// Sends `msg` to every subscriber and logs it at info level.
-    pub fn say(&self, msg: impl Into<String>) {
-        let msg = msg.into();
-        tracing::info!("{msg}");
-        let _ = self.tx.send(msg);
-    }
-
-    /// A receiver for messages said from now on.
-    pub fn subscribe(&self) -> broadcast::Receiver<String> {
-        self.tx.subscribe()
-    }
 }

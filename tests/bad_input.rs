@@ -8,7 +8,7 @@ mod faults_common;
 use std::time::{Duration, Instant};
 
 use bastionctl::control::{self, MAX_LINE, Reply};
-use bastionctl::lab::report::record;
+use bastionctl_lab::report::record;
 use faults_common::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
@@ -37,7 +37,7 @@ impl Seen {
 
 /// Sends `bytes` (then, if `half_close`, a write shutdown) and collects what comes back until the daemon closes or
 /// `within` passes.
-async fn exchange(lab: &bastionctl::lab::Lab, bytes: &[u8], half_close: bool, within: Duration) -> Seen {
+async fn exchange(lab: &bastionctl_lab::Lab, bytes: &[u8], half_close: bool, within: Duration) -> Seen {
     let t0 = Instant::now();
     let mut s = UnixStream::connect(&lab.files().socket).await.expect("connect to the daemon");
     let (mut rd, mut wr) = s.split();
@@ -64,7 +64,7 @@ async fn exchange(lab: &bastionctl::lab::Lab, bytes: &[u8], half_close: bool, wi
 }
 
 /// The daemon still answers `status` over a fresh connection.
-async fn still_serves(lab: &bastionctl::lab::Lab) -> bool {
+async fn still_serves(lab: &bastionctl_lab::Lab) -> bool {
     let Ok(mut s) = UnixStream::connect(&lab.files().socket).await else { return false };
     let ask = async {
         control::write_line(&mut s, &serde_json::json!({"v": 1, "op": "status"})).await.ok()?;
@@ -176,12 +176,12 @@ async fn control_socket_bad_input_gets_an_error_or_a_close_and_the_daemon_serves
     assert!(failures.is_empty(), "{failures:#?}{}", diag(&lab));
 }
 
-/// Replays every input kept under `fuzz/regressions/<target>/` through the parser that target fuzzes: each must give
+/// Replays every input kept under `crates/core/fuzz/regressions/<target>/` through the parser that target fuzzes: each must give
 /// a value or an error, never a panic.
 #[tokio::test]
 async fn fuzz_regressions_replay_without_panic() {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/regressions");
-    assert!(root.join("README.md").exists(), "fuzz/regressions/ is missing");
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("crates/core/fuzz/regressions");
+    assert!(root.join("README.md").exists(), "crates/core/fuzz/regressions/ is missing");
     for target in ["control_read_line", "config_from_str"] {
         let Ok(entries) = std::fs::read_dir(root.join(target)) else { continue };
         for entry in entries {

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use bastionctl::lab::bench::{self, BenchOptions, routes::Route};
+use bastionctl_lab::bench::{self, BenchOptions, routes::Route};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn smoke_run_measures_every_route_and_figure() {

@@ -5,7 +5,7 @@
 use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
-use bastionctl::lab::{Lab, LabOptions};
+use bastionctl_lab::{Lab, LabOptions};
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -122,7 +122,7 @@ async fn open_session_keeps_the_bastion_up_past_idle_timeout() {
 
     // Wait for the session to be up (the bastion's sshd logged our direct-tcpip request).
     let marker = lab.direct_tcpip_marker();
-    bastionctl::lab::net::wait_until("the forwarded session", SSH_DEADLINE, || async {
+    bastionctl_lab::net::wait_until("the forwarded session", SSH_DEADLINE, || async {
         lab.bastion_log().contains(&marker)
     })
     .await

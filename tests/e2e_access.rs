@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::{Output, Stdio};
 use std::time::Duration;
 
-use bastionctl::lab::{Lab, LabOptions};
+use bastionctl_lab::{Lab, LabOptions};
 
 const BASTIONCTL: &str = env!("CARGO_BIN_EXE_bastionctl");
 /// Upper bound for one `ssh` or `bastionctl` run (it may start the bastion on a loaded 2-core box).
@@ -281,7 +281,7 @@ async fn doctor_fails_with_the_fix_for_an_unknown_instance_and_a_missing_key() {
 async fn doctor_names_a_missing_permission_and_how_to_grant_it() {
     let lab = lab(|o| o.ec2_front = true).await;
     let front = lab.front().expect("the lab runs the EC2 front");
-    let denied = |action: &str| bastionctl::lab::Fault::Error {
+    let denied = |action: &str| bastionctl_lab::Fault::Error {
         status: 403,
         code: "UnauthorizedOperation".into(),
         message: format!("You are not authorized to perform this operation. (ec2:{action})"),

@@ -5,8 +5,8 @@ use std::process::{Output, Stdio};
 use std::time::Duration;
 
 use bastionctl::control::BastionStatus;
-use bastionctl::lab::net::wait_until;
-use bastionctl::lab::{Lab, LabOptions};
+use bastionctl_lab::net::wait_until;
+use bastionctl_lab::{Lab, LabOptions};
 
 const BASTIONCTL: &str = env!("CARGO_BIN_EXE_bastionctl");
 const DEADLINE: Duration = Duration::from_secs(90);

@@ -5,7 +5,7 @@
 use std::process::{Output, Stdio};
 use std::time::Duration;
 
-use bastionctl::lab::{Lab, LabOptions};
+use bastionctl_lab::{Lab, LabOptions};
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 
@@ -84,7 +84,7 @@ async fn passed_socket_carries_the_session_whole_and_the_proxy_is_gone() {
     let echoed = tokio::time::timeout(SSH_DEADLINE, lines.next_line()).await.expect("echo in time").unwrap();
     assert_eq!(echoed.as_deref(), Some("ping"));
     let pid = child.id().expect("ssh runs");
-    let below = bastionctl::lab::proc::descendants(pid);
+    let below = bastionctl_lab::proc::descendants(pid);
     assert!(below.is_empty(), "ssh still has children (the proxy should have exited): {below:?}");
     drop(input);
     let status = tokio::time::timeout(SSH_DEADLINE, child.wait()).await.expect("ssh exits").unwrap();

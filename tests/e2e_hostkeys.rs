@@ -6,11 +6,12 @@ use std::net::Ipv4Addr;
 use std::process::{Output, Stdio};
 use std::time::Duration;
 
-use bastionctl::lab::keys;
-use bastionctl::lab::sshd::{self, SshdSpec};
-use bastionctl::lab::{ConsoleFingerprints, Lab, LabOptions};
+use bastionctl_lab::keys;
+use bastionctl_lab::sshd::{self, SshdSpec};
+use bastionctl_lab::{ConsoleFingerprints, Lab, LabOptions};
 use bastionctl::ssh::{SshDialer, SshError, SshSettings};
-use bastionctl::tunnel::{Dialer, Progress};
+use bastionctl::progress::Progress;
+use bastionctl::tunnel::Dialer;
 
 const BASTIONCTL: &str = env!("CARGO_BIN_EXE_bastionctl");
 /// Upper bound for one `ssh` or `bastionctl` run that may start the bastion (on a loaded 2-core box).
@@ -210,7 +211,7 @@ async fn host_certificate_from_a_trusted_ca_is_accepted() {
         role: "bastion".into(),
         dir: dir.path().to_path_buf(),
         addr,
-        port: bastionctl::lab::net::free_port(addr).expect("port"),
+        port: bastionctl_lab::net::free_port(addr).expect("port"),
         host_key: host.private.clone(),
         authorized_key: user.public.clone(),
         log_level: "DEBUG1",

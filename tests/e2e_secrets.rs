@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
-use bastionctl::lab::{Lab, LabOptions};
+use bastionctl_lab::{Lab, LabOptions};
 use russh::keys::PrivateKey;
 use tokio::process::Command;
 use tokio::time::Instant;

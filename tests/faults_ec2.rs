@@ -1,6 +1,6 @@
 //! Fault matrix of issue 4, the EC2 side (items 1, 2, 3, 4, 5, 7, 8, 14): the lab's fault-injecting front between
 //! the product and moto, held instance states, credentials, a killed daemon, proxies in the environment. Every test
-//! records a row of the reliability table (`bastionctl::lab::report`).
+//! records a row of the reliability table (`bastionctl_lab::report`).
 
 #[path = "faults_ec2/common.rs"]
 mod common;
@@ -19,7 +19,7 @@ use aws_sdk_ec2::config::retry::RetryConfig;
 use aws_sdk_ec2::config::timeout::TimeoutConfig;
 use aws_sdk_ec2::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_ec2::error::ProvideErrorMetadata;
-use bastionctl::lab::{Ec2Front, Fault, moto::Moto, world};
+use bastionctl_lab::{Ec2Front, Fault, moto::Moto, world};
 
 /// An SDK client for `url` with dummy credentials, standard retries of `attempts` and a 2 s attempt timeout.
 fn client(url: &str, attempts: u32) -> aws_sdk_ec2::Client {

@@ -13,8 +13,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use bastionctl::lab::faults::memory;
-use bastionctl::lab::report::record;
+use bastionctl_lab::faults::memory;
+use bastionctl_lab::report::record;
 use bastionctl::ssh::{KEEPALIVE_INTERVAL, KEEPALIVE_MAX};
 use faults_common::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -25,7 +25,7 @@ fn keepalive_bound() -> Duration {
 }
 
 /// Starts `n` endless downloads (`cat /dev/zero`) through wrapped proxies and waits until each has received 1 MiB.
-async fn downloads(lab: &bastionctl::lab::Lab, n: usize, tag: &str) -> Vec<(WrappedSsh, Arc<AtomicU64>)> {
+async fn downloads(lab: &bastionctl_lab::Lab, n: usize, tag: &str) -> Vec<(WrappedSsh, Arc<AtomicU64>)> {
     let mut out = Vec::new();
     for i in 0..n {
         let mut w = wrapped_ssh(lab, &format!("{tag}-{i}"), "cat /dev/zero");
@@ -45,7 +45,7 @@ async fn downloads(lab: &bastionctl::lab::Lab, n: usize, tag: &str) -> Vec<(Wrap
     }
     for (i, (_, got)) in out.iter().enumerate() {
         let got = got.clone();
-        bastionctl::lab::net::wait_until(&format!("download {i} to be under way"), SSH_DEADLINE, || {
+        bastionctl_lab::net::wait_until(&format!("download {i} to be under way"), SSH_DEADLINE, || {
             let got = got.clone();
             async move { got.load(Ordering::Relaxed) >= 1 << 20 }
         })
@@ -56,7 +56,7 @@ async fn downloads(lab: &bastionctl::lab::Lab, n: usize, tag: &str) -> Vec<(Wrap
 }
 
 /// Waits for every wrapped proxy to exit; returns (exit code, seconds after `since`, proxy stderr) each.
-async fn proxy_exits(lab: &bastionctl::lab::Lab, ds: &mut [(WrappedSsh, Arc<AtomicU64>)], since: Instant) -> Vec<(i32, f64, String)> {
+async fn proxy_exits(lab: &bastionctl_lab::Lab, ds: &mut [(WrappedSsh, Arc<AtomicU64>)], since: Instant) -> Vec<(i32, f64, String)> {
     let mut res = Vec::new();
     for (w, _) in ds.iter_mut() {
         let code = w.wait_proxy_exit(Duration::from_secs(40)).await.unwrap_or_else(|e| panic!("{e:#}{}", diag(lab)));
@@ -205,7 +205,7 @@ async fn case_09_daemon_sigterm_drains_then_exits_0() {
 async fn case_10_target_refused_or_unresolvable() {
     let _serial = SERIAL.lock().await;
     let lab = lab(opts(Duration::from_secs(120))).await;
-    let closed = bastionctl::lab::net::free_port(lab.private_addr().ip().to_string().parse().unwrap()).unwrap();
+    let closed = bastionctl_lab::net::free_port(lab.private_addr().ip().to_string().parse().unwrap()).unwrap();
     // 70-letter label: glibc refuses the name before any DNS packet is sent (checked with strace), so the bastion
     // fails to resolve it without network traffic.
     let unresolvable = format!("{}.unreachable.invalid", "a".repeat(70));

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use bastionctl::lab::{Lab, LabOptions};
+use bastionctl_lab::{Lab, LabOptions};
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -26,7 +26,7 @@ async fn lab_world_agent_and_fixtures() {
 
     // The seeded world: a stopped bastion whose Elastic IP is the loopback address.
     assert_eq!(lab.instance_state().await.unwrap(), "stopped");
-    let eip = bastionctl::lab::world::elastic_ip_of(lab.ec2(), &id).await.unwrap();
+    let eip = bastionctl_lab::world::elastic_ip_of(lab.ec2(), &id).await.unwrap();
     assert_eq!(eip.as_deref(), Some("127.0.2.1"));
     assert!(!lab.bastion_sshd_running());
 

@@ -8,10 +8,11 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
-use bastionctl::lab::keys;
-use bastionctl::lab::sshd::{self, SshdSpec};
+use bastionctl_lab::keys;
+use bastionctl_lab::sshd::{self, SshdSpec};
 use bastionctl::ssh::{SshDialer, SshError, SshSettings};
-use bastionctl::tunnel::{Dialer, Progress};
+use bastionctl::progress::Progress;
+use bastionctl::tunnel::Dialer;
 use tokio::process::Command;
 use tokio::time::Instant;
 
@@ -127,7 +128,7 @@ async fn bastion(
     dir: &Path,
     last_octet: u8,
     authorized: &str,
-) -> (bastionctl::lab::proc::Proc, SshdSpec, std::path::PathBuf) {
+) -> (bastionctl_lab::proc::Proc, SshdSpec, std::path::PathBuf) {
     let host = keys::generate(dir.join("host_ed25519"), "host".into()).await.expect("key");
     let mut spec = SshdSpec {
         role: "bastion".into(),

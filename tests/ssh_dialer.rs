@@ -6,11 +6,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bastionctl::lab::keys::{self, KeyPair};
-use bastionctl::lab::proc::Proc;
-use bastionctl::lab::sshd::{self, SshdSpec};
+use bastionctl_lab::keys::{self, KeyPair};
+use bastionctl_lab::proc::Proc;
+use bastionctl_lab::sshd::{self, SshdSpec};
 use bastionctl::ssh::{SshDialer, SshError, SshSettings};
-use bastionctl::tunnel::{Dialer, Progress, Session};
+use bastionctl::progress::Progress;
+use bastionctl::tunnel::{Dialer, Session};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::Instant;
 

@@ -9,11 +9,12 @@ use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bastionctl::lab::net;
-use bastionctl::lab::proc::Proc;
-use bastionctl::lab::sshd::{self, SshdSpec};
+use bastionctl_lab::net;
+use bastionctl_lab::proc::Proc;
+use bastionctl_lab::sshd::{self, SshdSpec};
 use bastionctl::ssh::{SshDialer, SshError, SshSettings};
-use bastionctl::tunnel::{Dialer, Progress, Session};
+use bastionctl::progress::Progress;
+use bastionctl::tunnel::{Dialer, Session};
 use tokio::process::Command;
 use tokio::time::Instant;
 

@@ -17,9 +17,9 @@ use aws_sdk_ec2::config::ProvideCredentials;
 use crate::config::{BastionConfig, Config, InstanceRef};
 use crate::daemon::socket::{self, SocketError};
 use crate::ec2::aws::{AwsEc2, load_sdk_config};
-use crate::ec2::error::redact;
 use crate::ec2::permissions::{self, Permission};
-use crate::ec2::{Ec2Api, Ec2Error, InstanceState};
+use crate::ec2::{Ec2Api, Ec2Error, InstanceInfo, InstanceState};
+use bastionctl_core::text::{error_chain, redact};
 
 /// Bound on resolving AWS credentials (SSO, credential_process and IMDS can be slow or hang).
 pub const CREDENTIALS_TIMEOUT: Duration = Duration::from_secs(30);
@@ -118,7 +118,7 @@ async fn check_credentials(r: &mut Report, cfg: &Config) -> Option<AwsEc2> {
         None => Err(no_creds("no credentials provider is configured".into())),
         Some(p) => match tokio::time::timeout(CREDENTIALS_TIMEOUT, p.provide_credentials()).await {
             Ok(Ok(_)) => Ok(()),
-            Ok(Err(e)) => Err(no_creds(error_chain(&e))),
+            Ok(Err(e)) => Err(no_creds(error_chain(&e).join(": "))),
             Err(_) => Err(no_creds(format!("no answer within {CREDENTIALS_TIMEOUT:?}"))),
         },
     };
@@ -133,17 +133,6 @@ async fn check_credentials(r: &mut Report, cfg: &Config) -> Option<AwsEc2> {
     Some(AwsEc2::from_sdk_config(&sdk, profile))
 }
 
-fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        out.push_str(": ");
-        out.push_str(&c.to_string());
-        cur = c.source();
-    }
-    out
-}
-
 async fn check_bastion(r: &mut Report, cfg: &Config, b: &BastionConfig, ec2: Option<&AwsEc2>) {
     let name = b.name();
     let instance = match ec2 {
@@ -154,30 +143,49 @@ async fn check_bastion(r: &mut Report, cfg: &Config, b: &BastionConfig, ec2: Opt
         }
     };
     match (ec2, &instance) {
-        (Some(ec2), Some((id, vpc))) => {
-            check_permissions(r, &name, ec2, id, vpc.as_deref()).await;
-            check_default_targets(r, &name, b, ec2, vpc.as_deref()).await;
+        (Some(ec2), Some(info)) => {
+            check_permissions(r, &name, ec2, &info.instance_id, info.vpc_id.as_deref()).await;
+            check_default_targets(r, &name, b, ec2, info.vpc_id.as_deref()).await;
         }
         (Some(_), None) => r.skip(format!("bastion {name}: permissions (they are checked against the instance)")),
         (None, _) => {}
     }
     keys::check_identities(r, &name, b).await;
     match &instance {
-        Some((id, _)) => keys::check_pin(r, cfg, &name, b, id),
+        Some(info) => {
+            // The address counts when the configured known_hosts lists the bastion by address, as for the daemon.
+            let ip = match ec2 {
+                Some(ec2) => crate::ec2::bastion_ip(ec2, b.address, info)
+                    .await
+                    .ok()
+                    .flatten(),
+                None => b.address,
+            };
+            keys::check_pin(
+                r,
+                cfg,
+                &name,
+                b,
+                &info.instance_id,
+                ip.map(|ip| std::net::SocketAddr::new(ip, b.port)),
+            )
+        }
         None => match b.instance_ref() {
-            InstanceRef::Id(id) => keys::check_pin(r, cfg, &name, b, &id),
+            InstanceRef::Id(id) => {
+                keys::check_pin(r, cfg, &name, b, &id, b.address.map(|ip| std::net::SocketAddr::new(ip, b.port)))
+            }
             InstanceRef::NameTag(_) => r.skip(format!("bastion {name}: host key pin (instance id unknown)")),
         },
     }
 }
 
-/// The instance id and VPC id when the instance exists.
+/// The instance's description when it exists.
 async fn check_instance(
     r: &mut Report,
     name: &str,
     b: &BastionConfig,
     ec2: &AwsEc2,
-) -> Option<(String, Option<String>)> {
+) -> Option<InstanceInfo> {
     let id = match b.instance_ref() {
         InstanceRef::Id(id) => id,
         InstanceRef::NameTag(tag) => match ec2.find_by_name_tag(&tag).await {
@@ -199,7 +207,7 @@ async fn check_instance(
         }
         Ok(info) => {
             r.pass(format!("bastion {name}: instance {id} exists, state {}", info.state));
-            Some((id, info.vpc_id))
+            Some(info)
         }
         Err(e @ Ec2Error::NotFound { .. }) => {
             r.fail(

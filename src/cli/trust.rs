@@ -14,7 +14,7 @@ use crate::hostkeys::known_hosts::{KnownHosts, Lookup};
 use crate::hostkeys::verify::{Decision, HostNames, decide};
 use crate::hostkeys::{cert, console, fingerprint, pins};
 use crate::lifecycle::POLL_INTERVAL;
-use crate::ssh::hostkey::fetch_host_key;
+use crate::ssh::fetch_host_key;
 use crate::ssh::{HANDSHAKE_TIMEOUT, wait_for_banner};
 
 /// Runs `bastionctl trust`.

@@ -128,7 +128,7 @@ async fn connect(
     framed: bool,
 ) -> Result<(), ErrorReply> {
     let bastion = route(shared, host, port).await.inspect_err(|e| warn!("refused: {e}"))?;
-    let lease = with_progress(io, bastion, bastion.acquire()).await?;
+    let lease = with_progress(io, bastion, bastion.acquire()).await.map_err(|e| e.to_reply())?;
     let channel = lease.ready.session.open(host, port).await.map_err(Error::from)?;
     let target = format!("{host}:{port}");
     info!(bastion = %bastion.spec().name, %target, framed, "channel open");
@@ -145,7 +145,7 @@ async fn connect(
 async fn up(shared: &Shared, io: &mut BufReader<UnixStream>, name: Option<&str>) -> Result<(), ErrorReply> {
     let bastion = find(shared, name)?;
     let began = std::time::Instant::now();
-    let ready = with_progress(io, bastion, bastion.up()).await?;
+    let ready = with_progress(io, bastion, bastion.up()).await.map_err(|e| e.to_reply())?;
     let msg = format!(
         "bastion {} ({}) ready at {} in {:.1} s",
         bastion.spec().name,
@@ -160,7 +160,7 @@ async fn up(shared: &Shared, io: &mut BufReader<UnixStream>, name: Option<&str>)
 
 async fn down(shared: &Shared, io: &mut BufReader<UnixStream>, name: Option<&str>, force: bool) -> Result<(), ErrorReply> {
     let bastion = find(shared, name)?;
-    let msg = with_progress(io, bastion, bastion.down(force)).await?;
+    let msg = with_progress(io, bastion, bastion.down(force)).await.map_err(|e| e.to_reply())?;
     let _ = control::write_line(io, &Reply::Ok(OkReply { message: msg, address: None, framed: false })).await;
     Ok(())
 }

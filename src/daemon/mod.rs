@@ -16,8 +16,8 @@ use tracing::{Instrument, info, info_span, warn};
 
 use crate::config::Config;
 use crate::ec2::Ec2Api;
+use crate::hostkeys::check::FirstTrust;
 use crate::lifecycle::{Bastion, BastionSpec};
-use crate::ssh::hostkey::FirstTrust;
 use crate::ssh::{SshDialer, SshSettings};
 
 /// How long open channels may drain after shutdown is requested before the daemon exits anyway.

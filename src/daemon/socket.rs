@@ -1,6 +1,6 @@
 //! The control socket's file-system side: a 0700 directory owned by the user, a single-daemon lock, a 0600 socket.
 
-use std::fs::{DirBuilder, File, OpenOptions, Permissions};
+use std::fs::{DirBuilder, File, Permissions};
 use std::io;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -85,19 +85,16 @@ pub fn check_dir(dir: &Path, create: bool) -> Result<(), SocketError> {
 
 /// The lock file next to the socket (`control.sock.lock`).
 pub fn lock_path(socket: &Path) -> PathBuf {
-    let mut s = socket.as_os_str().to_owned();
-    s.push(".lock");
-    PathBuf::from(s)
+    crate::paths::with_suffix(socket, ".lock")
 }
 
 /// Takes the single-daemon lock (held until the returned file is dropped, i.e. for the daemon's life).
 pub fn lock_daemon(socket: &Path) -> Result<File, SocketError> {
     let lock = lock_path(socket);
-    let f = OpenOptions::new().create(true).truncate(false).write(true).open(&lock).map_err(io_err("cannot open", &lock))?;
-    match f.try_lock() {
-        Ok(()) => Ok(f),
-        Err(std::fs::TryLockError::WouldBlock) => Err(SocketError::AlreadyRunning { socket: socket.into(), lock }),
-        Err(std::fs::TryLockError::Error(e)) => Err(SocketError::Io { what: "cannot lock", path: lock, source: e }),
+    match crate::lockfile::try_exclusive(&lock) {
+        Ok(Some(f)) => Ok(f),
+        Ok(None) => Err(SocketError::AlreadyRunning { socket: socket.into(), lock }),
+        Err(e) => Err(SocketError::Io { what: "cannot lock", path: lock, source: e }),
     }
 }
 

@@ -7,6 +7,9 @@
 use std::error::Error as StdError;
 
 use aws_sdk_ec2::error::{ProvideErrorMetadata, SdkError};
+use bastionctl_core::text::{error_chain, redact};
+
+use super::proxy_env;
 
 /// AWS error codes that mean the identity is not allowed to call the operation (an IAM policy problem).
 const PERMISSION_CODES: &[&str] = &["UnauthorizedOperation", "AccessDenied", "AccessDeniedException", "Forbidden"];
@@ -158,7 +161,7 @@ impl Ec2Error {
                 Some("EC2 is throttling this account's API calls: try again in a minute".into())
             }
             Ec2Error::NoRegion => Some("set region in [aws] or AWS_REGION".into()),
-            Ec2Error::Timeout { .. } | Ec2Error::Network { .. } => Some(match proxy_settings() {
+            Ec2Error::Timeout { .. } | Ec2Error::Network { .. } => Some(match proxy_env::proxy_settings() {
                 Some(p) => format!(
                     "check network access to the EC2 endpoint: EC2 calls use the HTTP proxy from the environment \
                      ({p}); check that the proxy runs, or list the endpoint's host in NO_PROXY"
@@ -213,36 +216,6 @@ fn is_permission_code(code: &str) -> bool {
     PERMISSION_CODES.contains(&code) || code.starts_with("AccessDenied")
 }
 
-/// The proxy variables set in this process's environment, as the SDK's default HTTP client reads them
-/// (aws-smithy-http-client's `ProxyConfig::from_env`, on since BehaviorVersion 2025-08-07: `HTTPS_PROXY`,
-/// `HTTP_PROXY`, `ALL_PROXY` and `NO_PROXY`, upper case first), e.g. `HTTPS_PROXY=http://proxy:3128, NO_PROXY unset`.
-/// Credentials in a proxy URL are replaced by `***`. `None` when no proxy is set.
-fn proxy_settings() -> Option<String> {
-    fn get(names: [&'static str; 2]) -> Option<(&'static str, String)> {
-        names.into_iter().find_map(|n| std::env::var(n).ok().filter(|v| !v.is_empty()).map(|v| (n, v)))
-    }
-    let proxies: Vec<String> = [["HTTPS_PROXY", "https_proxy"], ["HTTP_PROXY", "http_proxy"], ["ALL_PROXY", "all_proxy"]]
-        .into_iter()
-        .filter_map(get)
-        .map(|(n, v)| format!("{n}={}", redact_userinfo(&v)))
-        .collect();
-    if proxies.is_empty() {
-        return None;
-    }
-    let no = get(["NO_PROXY", "no_proxy"]).map_or_else(|| "NO_PROXY unset".to_string(), |(n, v)| format!("{n}={v}"));
-    Some(format!("{}, {no}", proxies.join(", ")))
-}
-
-/// `scheme://user:pass@host` → `scheme://***@host`.
-fn redact_userinfo(url: &str) -> String {
-    let start = url.find("://").map_or(0, |i| i + 3);
-    let host_end = url[start..].find('/').map_or(url.len(), |i| start + i);
-    match url[start..host_end].rfind('@') {
-        Some(at) => format!("{}***{}", &url[..start], &url[start + at..]),
-        None => url.to_string(),
-    }
-}
-
 fn credentials_hint(profile: Option<&str>) -> String {
     let p = profile.unwrap_or("<profile>");
     format!(
@@ -282,61 +255,12 @@ fn chain_cause(err: &(dyn StdError + 'static)) -> Cause {
 /// The `Display` texts of the error's sources, joined with `: ` (the top level, "dispatch failure" and the like, is
 /// left out: the variant says it). Only `Display` is used, never `Debug`, so no struct is dumped.
 fn chain_text(err: &(dyn StdError + 'static)) -> String {
-    let mut parts: Vec<String> = Vec::new();
-    let mut cur = err.source();
-    while let Some(e) = cur {
-        let text = e.to_string();
-        if text != "other" && parts.last() != Some(&text) {
-            parts.push(text);
-        }
-        cur = e.source();
-    }
+    let parts: Vec<String> = error_chain(err).into_iter().skip(1).filter(|t| t != "other").collect();
     if parts.is_empty() { err.to_string() } else { parts.join(": ") }
-}
-
-/// Replaces anything that looks like an AWS access key id (`AKIA…`/`ASIA…`, 20 chars) or a secret / session token
-/// (a run of 40 or more base64 characters) with `<redacted>`.
-pub fn redact(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut word = String::new();
-    let flush = |word: &mut String, out: &mut String| {
-        if looks_secret(word) {
-            out.push_str("<redacted>");
-        } else {
-            out.push_str(word);
-        }
-        word.clear();
-    };
-    for c in text.chars() {
-        if c.is_ascii_alphanumeric() || matches!(c, '/' | '+') {
-            word.push(c);
-        } else {
-            flush(&mut word, &mut out);
-            out.push(c);
-        }
-    }
-    flush(&mut word, &mut out);
-    out
-}
-
-fn looks_secret(word: &str) -> bool {
-    let access_key = word.len() == 20
-        && (word.starts_with("AKIA") || word.starts_with("ASIA"))
-        && word.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit());
-    let long_blob =
-        word.len() >= 40 && word.chars().any(|c| c.is_ascii_digit()) && word.chars().any(|c| c.is_ascii_uppercase());
-    access_key || long_blob
 }
 
 #[cfg(test)]
 mod tests {
-    #[test]
-    fn proxy_credentials_are_redacted() {
-        assert_eq!(super::redact_userinfo("http://u:secret@proxy:3128/x"), "http://***@proxy:3128/x");
-        assert_eq!(super::redact_userinfo("http://proxy:3128"), "http://proxy:3128");
-        assert_eq!(super::redact_userinfo("proxy:3128/a@b"), "proxy:3128/a@b");
-    }
-
     use super::*;
 
     fn api(operation: &'static str, code: &str) -> Ec2Error {
@@ -370,15 +294,5 @@ mod tests {
         assert!(api("StartInstances", "RequestLimitExceeded").is_transient());
         assert_eq!(api("StartInstances", "IncorrectInstanceState").kind(), "invalid_state");
         assert_eq!(api("StartInstances", "Whatever").hint(), None);
-    }
-
-    #[test]
-    fn redacts_keys_and_secrets() {
-        let s = redact("key AKIAIOSFODNN7EXAMPLE secret=wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY9 ok");
-        assert_eq!(s, "key <redacted> secret=<redacted> ok");
-        assert_eq!(
-            redact("InvalidInstanceID.NotFound: i-0123456789abcdef0"),
-            "InvalidInstanceID.NotFound: i-0123456789abcdef0"
-        );
     }
 }

@@ -8,6 +8,7 @@ use ipnet::IpNet;
 pub mod aws;
 pub mod error;
 pub mod permissions;
+mod proxy_env;
 
 pub use error::Ec2Error;
 
@@ -59,6 +60,19 @@ pub struct InstanceInfo {
     pub public_ip: Option<IpAddr>,
     /// `VpcId`, if any (for the default target policy).
     pub vpc_id: Option<String>,
+}
+
+/// The bastion's sshd IP: `configured` (the config's `address`), else its Elastic IP (DescribeAddresses is the source
+/// of truth), else the public IP of `info`. `None` when it has none.
+pub async fn bastion_ip(
+    ec2: &dyn Ec2Api,
+    configured: Option<IpAddr>,
+    info: &InstanceInfo,
+) -> Result<Option<IpAddr>, Ec2Error> {
+    if configured.is_some() {
+        return Ok(configured);
+    }
+    Ok(ec2.elastic_ip(&info.instance_id).await?.or(info.public_ip))
 }
 
 /// The EC2 operations bastionctl uses. Every call is bounded by a timeout inside the implementation; errors keep the

@@ -8,45 +8,24 @@
 //! - [`verify::decide`]: the precedence between the two;
 //! - [`console`]: the fingerprints cloud-init prints to the instance's console, the first-trust evidence.
 //!
-//! The SSH handshake side (first trust: console output, then trust-on-first-use when configured) is
-//! [`crate::ssh::hostkey`]; the interactive side is `bastionctl trust`.
+//! - [`check`]: what the SSH handshake calls: the files first, then first trust (console output, then
+//!   trust-on-first-use when configured). The interactive side is `bastionctl trust`.
 
 pub mod cert;
+pub mod check;
 pub mod console;
-pub mod known_hosts;
-pub mod pattern;
 pub mod pins;
 pub mod verify;
 
 use std::path::Path;
 
-use russh::keys::{HashAlg, PublicKey, PublicKeyBase64};
-
-/// The key's OpenSSH fingerprint, `SHA256:...` (what `ssh-keygen -lf` prints).
-pub fn fingerprint(key: &PublicKey) -> String {
-    key.fingerprint(HashAlg::Sha256).to_string()
-}
-
-/// The name OpenSSH writes in `known_hosts` for `host` on `port`: `host` for port 22, `[host]:port` otherwise.
-pub fn known_hosts_name(host: &str, port: u16) -> String {
-    if port == 22 { host.to_string() } else { format!("[{host}]:{port}") }
-}
-
-/// The `known_hosts` line that pins `key` to `name` (normally the instance id): `i-0123 ssh-ed25519 AAAA...`.
-pub fn known_hosts_line(name: &str, key: &PublicKey) -> String {
-    format!("{name} {} {}", key.algorithm().as_str(), key.public_key_base64())
-}
+pub use bastionctl_core::known_hosts::{self, fingerprint, known_hosts_line, known_hosts_name};
+pub use bastionctl_core::pattern;
 
 /// The command that (re-)trusts bastion `bastion`: `bastionctl [--config PATH] trust NAME`, with `--config` when the
 /// config is not at the default location, quoted for a POSIX shell when needed.
 pub fn trust_command(config: &Path, bastion: &str) -> String {
-    let quote = |s: &str| {
-        if !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_./~:@%+=,".contains(c)) {
-            s.to_string()
-        } else {
-            format!("'{}'", s.replace('\'', r"'\''"))
-        }
-    };
+    let quote = bastionctl_core::text::shell_quote;
     let config_arg = match config == crate::paths::default_config_path() || config.as_os_str().is_empty() {
         true => String::new(),
         false => format!(" --config {}", quote(&config.display().to_string())),
@@ -64,7 +43,7 @@ mod tests {
         let cfg = crate::config::Config::from_str(text, Path::new("/c.toml")).expect("valid");
         assert!(!cfg.bastions[0].trust_on_first_use, "trust on first use is opt-in");
         assert_eq!(cfg.pinned_host_keys(), pins::default_path());
-        assert!(pins::default_path().ends_with("bastionctl/known_hosts"));
+        assert!(crate::paths::pinned_host_keys().ends_with("bastionctl/known_hosts"));
         let text = format!("[daemon]\npinned_host_keys = \"/p/kh\"\n{text}trust_on_first_use = true\n");
         let cfg = crate::config::Config::from_str(&text, Path::new("/c.toml")).expect("valid");
         assert!(cfg.bastions[0].trust_on_first_use);

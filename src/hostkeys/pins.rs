@@ -4,14 +4,13 @@
 //! the file written 0600, atomically (temp file + rename) under an advisory lock, so the daemon and
 //! `bastionctl trust` never interleave.
 
-use std::fs::{File, OpenOptions};
+use std::fs::OpenOptions;
 use std::io::Write as _;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use nix::fcntl::{Flock, FlockArg};
-use russh::keys::{PublicKey, PublicKeyBase64};
+use russh::keys::PublicKey;
 
 use super::fingerprint;
 use super::known_hosts::{KnownHosts, Lookup};
@@ -51,7 +50,7 @@ pub enum PinError {
 
 /// `$XDG_STATE_HOME/bastionctl/known_hosts` (`~/.local/state/bastionctl/known_hosts`).
 pub fn default_path() -> PathBuf {
-    crate::paths::state_dir().join("known_hosts")
+    crate::paths::pinned_host_keys()
 }
 
 /// Pins `key` for `instance_id` in `path` and returns the key line's 1-based number. `source` says why it is
@@ -69,7 +68,8 @@ pub fn pin(path: &Path, instance_id: &str, key: &PublicKey, source: &str, replac
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(io(dir))?;
     }
     let lock_path = path.with_extension("lock");
-    let _lock = lock(&lock_path).map_err(io(&lock_path))?;
+    let _lock =
+        crate::lockfile::exclusive_within(&lock_path, LOCK_TIMEOUT).map_err(io(&lock_path))?;
     let text = match std::fs::read_to_string(path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
@@ -100,7 +100,7 @@ pub fn pin(path: &Path, instance_id: &str, key: &PublicKey, source: &str, replac
         .collect();
     let when = humantime::format_rfc3339_seconds(std::time::SystemTime::now());
     let comment = format!("{ours}pinned {when} from {source}");
-    let line = format!("{instance_id} {} {}", key.algorithm().as_str(), key.public_key_base64());
+    let line = super::known_hosts_line(instance_id, key);
     out.push(&comment);
     out.push(&line);
     let number = out.len();
@@ -111,23 +111,6 @@ pub fn pin(path: &Path, instance_id: &str, key: &PublicKey, source: &str, replac
 /// bastionctl's comment line above a pin starts with this.
 fn comment_prefix(instance_id: &str) -> String {
     format!("# {instance_id}: ")
-}
-
-/// An exclusive advisory lock on `path`, waiting up to [`LOCK_TIMEOUT`].
-fn lock(path: &Path) -> std::io::Result<Flock<File>> {
-    let file = OpenOptions::new().create(true).truncate(false).write(true).mode(0o600).open(path)?;
-    let until = Instant::now() + LOCK_TIMEOUT;
-    let mut file = file;
-    loop {
-        match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
-            Ok(l) => return Ok(l),
-            Err((f, nix::errno::Errno::EWOULDBLOCK)) if Instant::now() < until => {
-                file = f;
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            Err((_, e)) => return Err(std::io::Error::other(format!("cannot lock {}: {e}", path.display()))),
-        }
-    }
 }
 
 fn write_atomically(path: &Path, text: &str) -> std::io::Result<()> {

@@ -5,7 +5,7 @@
 //! 3. the pin file (bastionctl's own) by instance id wins: its key is accepted, any other key is "changed";
 //! 4. the user's `known_hosts`, read as OpenSSH does: a host certificate from an `@cert-authority` line's CA, else
 //!    a plain line; the instance id (HostKeyAlias style) is looked up before the address;
-//! 5. otherwise the key is unknown, and first trust ([`crate::ssh::hostkey`]) decides.
+//! 5. otherwise the key is unknown, and first trust ([`super::check`]) decides.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use russh::keys::PublicKeyOrCertificate;
 
 use super::cert::check_host_cert;
-use super::known_hosts::{KnownHosts, Lookup};
+use super::known_hosts::{Entry, KnownHosts, Lookup, Marker};
 use super::{fingerprint, known_hosts_name};
 
 /// The names a bastion is known by.
@@ -28,13 +28,49 @@ pub struct HostNames {
 impl HostNames {
     /// `(known_hosts name, certificate principal)` pairs, in lookup order: the instance id, then the address
     /// (`127.0.2.1` on port 22, `[127.0.2.1]:2222` otherwise, with principal `127.0.2.1`).
-    pub fn lookups(&self) -> [(String, String); 2] {
-        let ip = self.addr.ip().to_string();
-        [
-            (self.instance_id.to_ascii_lowercase(), self.instance_id.clone()),
-            (known_hosts_name(&ip, self.addr.port()), ip),
-        ]
+    pub fn lookups(&self) -> Vec<(String, String)> {
+        lookups(&self.instance_id, Some(self.addr))
     }
+}
+
+/// The lookups of [`HostNames::lookups`], without the address when it is not known yet.
+fn lookups(instance_id: &str, addr: Option<SocketAddr>) -> Vec<(String, String)> {
+    let mut out = vec![(instance_id.to_ascii_lowercase(), instance_id.to_string())];
+    if let Some(addr) = addr {
+        let ip = addr.ip().to_string();
+        out.push((known_hosts_name(&ip, addr.port()), ip));
+    }
+    out
+}
+
+/// What will vouch for the bastion's key before the key is seen, in [`decide`]'s order: a key pinned for its
+/// instance id in `pins`, then a key line or an `@cert-authority` line for one of its names (the instance id, then
+/// `addr` when known) in `user`. `None`: neither file knows the bastion, so first trust will decide. This is what
+/// `bastionctl doctor` reports; the handshake itself runs [`decide`] on the offered key.
+pub fn vouching<'a>(
+    instance_id: &str,
+    addr: Option<SocketAddr>,
+    pins: Option<&'a KnownHosts>,
+    user: &'a KnownHosts,
+) -> Option<(&'a KnownHosts, &'a Entry)> {
+    let names = lookups(instance_id, addr);
+    let plain = |kh: &'a KnownHosts, name: &str| {
+        kh.entries()
+            .iter()
+            .find(|e| e.marker.is_none() && e.applies_to(name))
+            .map(|e| (kh, e))
+    };
+    let ca = |kh: &'a KnownHosts, name: &str| {
+        kh.entries()
+            .iter()
+            .find(|e| e.marker == Some(Marker::CertAuthority) && e.applies_to(name))
+            .map(|e| (kh, e))
+    };
+    pins.and_then(|p| plain(p, &names[0].0)).or_else(|| {
+        names
+            .iter()
+            .find_map(|(name, _)| ca(user, name).or_else(|| plain(user, name)))
+    })
 }
 
 /// What the files say.
@@ -132,7 +168,7 @@ pub fn decide(
     Decision::Unknown
 }
 
-fn changed(kh: &KnownHosts, e: &super::known_hosts::Entry, name: &str, in_pin_file: bool) -> Decision {
+fn changed(kh: &KnownHosts, e: &Entry, name: &str, in_pin_file: bool) -> Decision {
     Decision::Changed {
         path: kh.path.clone(),
         line: e.line,
@@ -141,3 +177,6 @@ fn changed(kh: &KnownHosts, e: &super::known_hosts::Entry, name: &str, in_pin_fi
         in_pin_file,
     }
 }
+
+#[cfg(test)]
+mod tests;

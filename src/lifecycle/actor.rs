@@ -14,7 +14,8 @@ use super::{BastionSpec, Cmd, Lease, Ready, Shared};
 use crate::control::BastionStatus;
 use crate::ec2::{Ec2Api, InstanceState};
 use crate::error::Error;
-use crate::tunnel::{Dialer, Progress};
+use crate::progress::Progress;
+use crate::tunnel::Dialer;
 
 enum Waiter {
     Acquire(oneshot::Sender<Shared<Lease>>),

@@ -21,7 +21,8 @@ use crate::config::{BastionConfig, InstanceRef, TargetRule};
 use crate::control::BastionStatus;
 use crate::ec2::Ec2Api;
 use crate::error::Error;
-use crate::tunnel::{Dialer, Progress, Session};
+use crate::progress::Progress;
+use crate::tunnel::{Dialer, Session};
 
 /// How often EC2 is polled while waiting for a state change.
 pub const POLL_INTERVAL: Duration = Duration::from_secs(1);

@@ -11,7 +11,8 @@ use super::{BastionSpec, POLL_INTERVAL, Ready};
 use crate::config::InstanceRef;
 use crate::ec2::{Ec2Api, Ec2Error, InstanceInfo, InstanceState};
 use crate::error::Error;
-use crate::tunnel::{Dialer, Progress};
+use crate::progress::Progress;
+use crate::tunnel::Dialer;
 
 /// Calls this daemon made, for `status` and for tests that count StartInstances.
 #[derive(Debug, Default)]
@@ -115,16 +116,9 @@ impl Starter {
     /// The sshd address: the configured override, else the Elastic IP (DescribeAddresses is the source of truth),
     /// else the public IP of the `running` DescribeInstances answer.
     async fn address(&self, running: &InstanceInfo) -> Result<SocketAddr, Error> {
-        let id = running.instance_id.as_str();
-        if let Some(ip) = self.spec.address {
-            return Ok(SocketAddr::new(ip, self.spec.port));
-        }
-        if let Some(ip) = self.ec2.elastic_ip(id).await? {
-            return Ok(SocketAddr::new(ip, self.spec.port));
-        }
-        match running.public_ip {
+        match crate::ec2::bastion_ip(self.ec2.as_ref(), self.spec.address, running).await? {
             Some(ip) => Ok(SocketAddr::new(ip, self.spec.port)),
-            None => Err(Error::NoAddress { bastion: self.spec.name.clone(), instance_id: id.into() }),
+            None => Err(Error::NoAddress { bastion: self.spec.name.clone(), instance_id: running.instance_id.clone() }),
         }
     }
 

@@ -343,8 +343,7 @@ async fn clock_jump_never_stops_with_a_lease_and_stops_an_idle_bastion_once() {
     tokio::time::sleep(Duration::from_secs(1)).await;
     let after_second_jump = w.ec2.stops.load(Ordering::SeqCst);
     let pass = with_lease == 0 && idle_clock.is_none() && early == 0 && on_time == 1 && after_second_jump == 1;
-    #[cfg(feature = "lab")]
-    crate::lab::report::record(
+    bastionctl_lab::report::record(
         "15",
         "clock jump / suspend",
         "no stop while a channel is open, whatever the clock does; an idle bastion is stopped once, idle_timeout after \

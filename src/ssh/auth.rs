@@ -17,9 +17,9 @@ use russh::keys::{Certificate, HashAlg, PrivateKey, PrivateKeyWithHashAlg, Publi
 use tokio::time::Instant;
 
 use super::handler::ClientHandler;
-use super::hostkey::fingerprint;
 use super::identity::{self, AgentPlainKeySigner, LocalSigner};
 use super::{SshError, SshSettings, askpass};
+use crate::hostkeys::fingerprint;
 
 /// Limit for each authentication round trip (one offered key, one agent request), within the dial deadline.
 pub const AUTH_STEP_TIMEOUT: Duration = Duration::from_secs(15);

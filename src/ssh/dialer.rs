@@ -8,9 +8,10 @@ use tokio::net::TcpStream;
 use tokio::time::{Instant, timeout_at};
 
 use super::handler::{ClientHandler, SessionEvents};
-use super::hostkey::{FirstTrust, HostKeyCheck};
 use super::{RusshSession, SshError, auth, banner};
-use crate::tunnel::{Dialer, Progress, Session};
+use crate::hostkeys::check::{FirstTrust, HostKeyCheck};
+use crate::progress::Progress;
+use crate::tunnel::{Dialer, Session};
 
 /// Limit for the TCP connect plus SSH handshake (key exchange and host key check), within the dial deadline.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);

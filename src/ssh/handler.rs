@@ -12,7 +12,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use super::SshError;
-use super::hostkey::HostKeyCheck;
+use crate::hostkeys::check::HostKeyCheck;
 
 /// How long a refused channel's text is kept for the opener to pick up.
 const FAILURE_TEXT_TTL: Duration = Duration::from_secs(5);

@@ -10,12 +10,7 @@ use russh::keys::ssh_encoding::Encode;
 use russh::keys::ssh_key::private::KeypairData;
 use russh::keys::{Certificate, HashAlg, PrivateKey, PublicKey};
 
-/// `PATH` with `suffix` appended to its last component, e.g. `id_ed25519` -> `id_ed25519-cert.pub`.
-fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
-    let mut s = path.as_os_str().to_owned();
-    s.push(suffix);
-    PathBuf::from(s)
-}
+use crate::paths::with_suffix;
 
 /// The OpenSSH user certificate for the key in `path`, at `PATH-cert.pub` (OpenSSH's convention), when that file
 /// exists, parses and certifies `public` (when known). A certificate that cannot be used is logged and skipped.
@@ -116,7 +111,6 @@ mod tests {
 
     #[test]
     fn certificate_path_follows_openssh() {
-        assert_eq!(with_suffix(Path::new("/h/.ssh/id_rsa"), "-cert.pub"), Path::new("/h/.ssh/id_rsa-cert.pub"));
         assert_eq!(certificate_for(Path::new("/nonexistent/id"), None).map(|(p, _)| p), None);
     }
 }

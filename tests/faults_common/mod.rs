@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::{Output, Stdio};
 use std::time::Duration;
 
-use bastionctl::lab::{DaemonGuard, Lab, LabOptions};
+use bastionctl_lab::{DaemonGuard, Lab, LabOptions};
 use sha2::{Digest, Sha256};
 use tokio::process::Child;
 
@@ -82,7 +82,7 @@ impl WrappedSsh {
     /// Polls for the proxy's exit code for at most `within`.
     pub async fn wait_proxy_exit(&self, within: Duration) -> anyhow::Result<i32> {
         let f = self.status_file.clone();
-        bastionctl::lab::net::wait_until(&format!("the proxy to write {}", f.display()), within, || {
+        bastionctl_lab::net::wait_until(&format!("the proxy to write {}", f.display()), within, || {
             let f = f.clone();
             async move { std::fs::read_to_string(&f).is_ok_and(|s| s.ends_with('\n')) }
         })
@@ -136,7 +136,7 @@ pub fn wrapped_ssh(lab: &Lab, name: &str, cmd: &str) -> WrappedSsh {
 
 /// Waits until the daemon reports `n` open channels.
 pub async fn wait_channels(lab: &Lab, n: usize) {
-    bastionctl::lab::net::wait_until(&format!("{n} open channel(s)"), SSH_DEADLINE, || async {
+    bastionctl_lab::net::wait_until(&format!("{n} open channel(s)"), SSH_DEADLINE, || async {
         lab.daemon_status().await.is_ok_and(|s| s.iter().map(|b| b.channels).sum::<usize>() == n)
     })
     .await

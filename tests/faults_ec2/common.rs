@@ -4,7 +4,7 @@
 use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
-use bastionctl::lab::{Ec2Front, Lab, LabOptions, report};
+use bastionctl_lab::{Ec2Front, Lab, LabOptions, report};
 
 /// The product binary under test.
 pub const BASTIONCTL: &str = env!("CARGO_BIN_EXE_bastionctl");

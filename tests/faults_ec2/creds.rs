@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use bastionctl::lab::{Ec2Front, Fault, Lab, LabOptions};
+use bastionctl_lab::{Ec2Front, Fault, Lab, LabOptions};
 
 use super::common::*;
 
@@ -75,7 +75,7 @@ async fn case14_proxy_environment_is_honoured_and_a_dead_proxy_fails_clearly() {
     o.boot_delay = Duration::from_millis(500);
     let lab = lab(o).await;
     let http_proxy = Ec2Front::start(&lab.moto_url()).await.expect("proxy front");
-    let dead = format!("http://127.0.0.1:{}", bastionctl::lab::net::free_port(std::net::Ipv4Addr::LOCALHOST).unwrap());
+    let dead = format!("http://127.0.0.1:{}", bastionctl_lab::net::free_port(std::net::Ipv4Addr::LOCALHOST).unwrap());
     let host = lab.private_addr().ip().to_string();
     let port = lab.private_addr().port();
 

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use bastionctl::lab::{DaemonGuard, Lab};
+use bastionctl_lab::{DaemonGuard, Lab};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 

@@ -5,7 +5,7 @@
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use bastionctl::lab::{Fault, Lab};
+use bastionctl_lab::{Fault, Lab};
 
 use super::common::*;
 

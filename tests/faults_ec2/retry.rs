@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use bastionctl::lab::Fault;
+use bastionctl_lab::Fault;
 
 use super::common::*;
 

@@ -1,22 +1,21 @@
 //! The doctor's SSH-side checks: the identity files and ssh-agent can be loaded (no connection is made), and the
 //! bastion's host key is pinned under its instance id. Keys are named by path and SHA256 fingerprint only.
 
+use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
 use russh::keys::agent::client::AgentClient;
-use russh::keys::{HashAlg, PrivateKey, PublicKey};
+use russh::keys::{PrivateKey, PublicKey};
 
 use super::Report;
 use crate::config::{BastionConfig, Config};
-use crate::hostkeys::known_hosts::KnownHosts;
+use crate::hostkeys::fingerprint;
+use crate::hostkeys::known_hosts::{KnownHosts, Marker};
+use crate::hostkeys::verify::vouching;
 
 /// Bound on connecting to ssh-agent and listing its keys.
 pub const AGENT_TIMEOUT: Duration = Duration::from_secs(5);
-
-fn fp(key: &PublicKey) -> String {
-    key.fingerprint(HashAlg::Sha256).to_string()
-}
 
 /// One PASS/FAIL per identity file, one for the agent when it is used, and a FAIL when no key at all is usable.
 pub(super) async fn check_identities(r: &mut Report, name: &str, b: &BastionConfig) {
@@ -32,7 +31,7 @@ pub(super) async fn check_identities(r: &mut Report, name: &str, b: &BastionConf
                 r.pass(format!(
                     "bastion {name}: identity file {shown} loads ({} {})",
                     key.algorithm(),
-                    fp(key.public_key())
+                    fingerprint(key.public_key())
                 ));
             }
             Err(russh::keys::Error::KeyIsEncrypted) => {
@@ -106,38 +105,46 @@ fn encrypted_public_key(path: &Path) -> Option<PublicKey> {
     {
         return Some(key.public_key().clone());
     }
-    let mut pub_path = path.as_os_str().to_owned();
-    pub_path.push(".pub");
-    russh::keys::load_public_key(std::path::PathBuf::from(pub_path)).ok()
+    russh::keys::load_public_key(crate::paths::with_suffix(path, ".pub")).ok()
 }
 
-/// PASS when a key (or a host-certificate CA) is pinned for `instance_id` in bastionctl's pin file or the
-/// configured known_hosts; otherwise FAIL with the trust command, unless trust on first use is on.
-pub(super) fn check_pin(r: &mut Report, cfg: &Config, name: &str, b: &BastionConfig, instance_id: &str) {
+/// PASS when a line vouches for the bastion's key ([`vouching`]: a key pinned for `instance_id` in bastionctl's pin
+/// file, or a key or `@cert-authority` line for the instance id or `addr` in the configured known_hosts, as the
+/// daemon checks); otherwise FAIL with the trust command, unless trust on first use is on.
+pub(super) fn check_pin(
+    r: &mut Report,
+    cfg: &Config,
+    name: &str,
+    b: &BastionConfig,
+    instance_id: &str,
+    addr: Option<SocketAddr>,
+) {
+    let mut files = Vec::new();
     for path in [cfg.pinned_host_keys(), b.known_hosts()] {
-        let kh = match KnownHosts::load(&path) {
-            Ok(kh) => kh,
+        match KnownHosts::load(&path) {
+            Ok(kh) => files.push(kh),
             Err(e) => {
                 return r.fail(
                     format!("bastion {name}: cannot read {}: {e}", path.display()),
                     format!("make {} readable by you", path.display()),
                 );
             }
+        }
+    }
+    if let Some((kh, e)) = vouching(instance_id, addr, Some(&files[0]), &files[1]) {
+        let what = match e.marker {
+            Some(Marker::CertAuthority) => format!(
+                "host certificates for {} trusted by a @cert-authority line",
+                e.hosts
+            ),
+            _ => format!("host key of {instance_id} pinned"),
         };
-        if let Some(e) = kh.entries().iter().find(|e| e.marker.is_none() && e.applies_to(instance_id)) {
-            return r.pass(format!(
-                "bastion {name}: host key of {instance_id} pinned in {} line {} ({})",
-                path.display(),
-                e.line,
-                fp(&e.key)
-            ));
-        }
-        if kh.has_cert_authority_for(instance_id) {
-            return r.pass(format!(
-                "bastion {name}: host certificates for {instance_id} trusted by a @cert-authority line in {}",
-                path.display()
-            ));
-        }
+        return r.pass(format!(
+            "bastion {name}: {what} in {} line {} ({})",
+            kh.path.display(),
+            e.line,
+            fingerprint(&e.key)
+        ));
     }
     if b.trust_on_first_use {
         return r.pass(format!(
