@@ -21,11 +21,9 @@ for a in "$@"; do
     esac
 done
 target="${CARGO_TARGET_DIR:-target}"
-if [ "$profile" = release ]; then
-    cargo build --locked --release --features lab --bin bastionctl --bin bastionctl-lab
-else
-    cargo build --locked --features lab --bin bastionctl --bin bastionctl-lab
-fi
+flags=(--locked -p bastionctl --bin bastionctl -p bastionctl-lab --bin bastionctl-lab)
+[ "$profile" = release ] && flags+=(--release)
+cargo build "${flags[@]}"
 out=()
 [ "$profile" = release ] && out=(--out docs/BENCHMARKS.md)
 exec "$target/$profile/bastionctl-lab" --bastionctl "${BASTIONCTL_BIN:-$target/$profile/bastionctl}" bench "${out[@]}" "${args[@]}"
