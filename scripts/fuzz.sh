@@ -1,33 +1,44 @@
 #!/usr/bin/env bash
-# The manual, long-running fuzzer: fuzzes bastionctl's parsers of untrusted input with cargo-fuzz (libFuzzer +
-# AddressSanitizer): the control socket's framing (control_read_line) and the config parser (config_from_str), each for
-# FUZZ_SECONDS (default 60; run it for hours before a release). Not run in CI: its sanitizer build compiles
-# aws-sdk-ec2 and took over 36 min on 2 cores. CI runs the property tests of the same parsers instead,
-# tests/prop_inputs.rs (`cargo test --test prop_inputs`, about 60 s), whose shrunk failures are kept in
-# tests/prop_inputs.proptest-regressions. Exits non-zero on a crash; the crashing input is left in
-# fuzz/artifacts/<target>/. To keep it as a regression test, copy it to fuzz/regressions/<target>/ (replayed here
-# first, and by `cargo test --test bad_input`).
+# Coverage-guided fuzzing (cargo-fuzz, libFuzzer) of the parsers of untrusted input in bastionctl-core: the control
+# socket's framing, the config file, known_hosts files and the console output an instance prints. Each target runs
+# FUZZ_SECONDS (default 60; CI runs this; run it for hours before a release), starting from the seeds in
+# crates/core/fuzz/seeds/ plus the repository's config files. The targets link only bastionctl-core (no AWS SDK,
+# russh or hyper), so their build takes a minute or two. On a crash the input is copied to
+# crates/core/fuzz/regressions/<target>/ (commit it: `cargo test -p bastionctl-core --test fuzz_regressions`
+# replays it) and the script exits non-zero. FUZZ_SANITIZER=address adds AddressSanitizer (slower build).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECS="${FUZZ_SECONDS:-60}"
+SANITIZER="${FUZZ_SANITIZER:-none}"
 if ! command -v cargo-fuzz >/dev/null; then
-    echo "installing cargo-fuzz from crates.io (about 2 min on 2 cores)"
-    cargo install cargo-fuzz --locked
+    echo "fuzz: installing cargo-fuzz from crates.io"
+    cargo install cargo-fuzz --locked --quiet
 fi
-# cargo-fuzz passes nightly-only flags (-Zsanitizer=address, sancov); the stable toolchain accepts them this way.
+# cargo-fuzz passes nightly-only flags (sancov passes, --cfg fuzzing); the stable toolchain accepts them this way.
 export RUSTC_BOOTSTRAP=1
-corpus=fuzz/corpus
-mkdir -p "$corpus/control_read_line" "$corpus/config_from_str"
-cp tests/config/valid/*.toml tests/config/invalid/*.toml config/*.toml "$corpus/config_from_str/"
-printf '{"v":1,"op":"connect","host":"10.0.16.10","port":22,"framed":true}\n' >"$corpus/control_read_line/connect"
-printf '{"v":1,"op":"status"}\n{"progress":"starting"}\n{"ok":{"message":"","framed":true}}\nD\0\0\0\3abcE' \
-    >"$corpus/control_read_line/replies"
-printf '{"error":{"kind":"k","message":"m","hint":"h"}}\nX\0\0\0\2{}' >"$corpus/control_read_line/error"
-for target in control_read_line config_from_str; do
-    mkdir -p "fuzz/regressions/$target"
-    echo "== fuzzing $target for ${SECS}s"
-    start=$(date +%s)
-    (cd fuzz && cargo fuzz run "$target" "../$corpus/$target" "../fuzz/regressions/$target" -- \
-        -max_total_time="$SECS" -rss_limit_mb=2048 -timeout=10 -print_final_stats=1)
-    echo "== $target: no crash ($(( $(date +%s) - start )) s including the build)"
+fuzz=crates/core/fuzz
+work="${CARGO_TARGET_DIR:-$PWD/target}/fuzz-corpus"
+targets=(control_read_line config_from_str known_hosts_parse console_fingerprints)
+start=$(date +%s)
+(cd "$fuzz" && cargo fuzz build --dev --sanitizer "$SANITIZER")
+echo "fuzz: built ${#targets[@]} targets in $(( $(date +%s) - start )) s"
+status=0
+for t in "${targets[@]}"; do
+    mkdir -p "$work/$t" "$fuzz/regressions/$t"
+    cp "$fuzz/seeds/$t/"* "$work/$t/"
+    [ "$t" = config_from_str ] && cp tests/config/valid/*.toml tests/config/invalid/*.toml config/*.toml "$work/$t/"
+    artifacts="$work/artifacts/$t/"
+    mkdir -p "$artifacts"
+    if (cd "$fuzz" && cargo fuzz run --dev --sanitizer "$SANITIZER" "$t" "$work/$t" -- \
+        -max_total_time="$SECS" -rss_limit_mb=2048 -timeout=10 -artifact_prefix="$artifacts" \
+        -print_final_stats=1 2>"$work/$t.log"); then
+        echo "fuzz: $t: no crash in ${SECS} s ($(grep -o 'stat::number_of_executed_units: *[0-9]*' "$work/$t.log" | grep -o '[0-9]*$') runs, corpus $(find "$work/$t" -type f | wc -l) inputs)"
+    else
+        status=1
+        tail -30 "$work/$t.log" >&2
+        for crash in "$artifacts"*; do
+            [ -f "$crash" ] && cp "$crash" "$fuzz/regressions/$t/" && echo "fuzz: $t: crash kept as $fuzz/regressions/$t/$(basename "$crash")" >&2
+        done
+    fi
 done
+exit $status

@@ -2,7 +2,7 @@
 # Runs the fault tests (issue 4) with a fresh report directory, then renders docs/RELIABILITY.md from the rows they
 # recorded. Exits non-zero if any fault test failed (the table is written anyway, with the failures marked).
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 1
 scripts/install-deps.sh || exit 1
 export BASTIONCTL_REPORT_DIR="$PWD/target/reliability"
 rm -rf "$BASTIONCTL_REPORT_DIR"

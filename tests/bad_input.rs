@@ -175,38 +175,3 @@ async fn control_socket_bad_input_gets_an_error_or_a_close_and_the_daemon_serves
     assert_eq!(lab.daemon_pid().await, Some(pid), "the same daemon serves at the end");
     assert!(failures.is_empty(), "{failures:#?}{}", diag(&lab));
 }
-
-/// Replays every input kept under `crates/core/fuzz/regressions/<target>/` through the parser that target fuzzes: each must give
-/// a value or an error, never a panic.
-#[tokio::test]
-async fn fuzz_regressions_replay_without_panic() {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("crates/core/fuzz/regressions");
-    assert!(root.join("README.md").exists(), "crates/core/fuzz/regressions/ is missing");
-    for target in ["control_read_line", "config_from_str"] {
-        let Ok(entries) = std::fs::read_dir(root.join(target)) else { continue };
-        for entry in entries {
-            let path = entry.unwrap().path();
-            let data = std::fs::read(&path).unwrap();
-            match target {
-                "control_read_line" => {
-                    let mut r = BufReader::new(&data[..]);
-                    while control::read_line::<_, bastionctl::control::Request>(&mut r).await.is_ok() {}
-                    let mut r = BufReader::new(&data[..]);
-                    while let Ok(frame) = control::read_frame(&mut r).await {
-                        if let control::Frame::Data(n) = frame {
-                            let mut skip = (&mut r).take(u64::from(n));
-                            if tokio::io::copy(&mut skip, &mut tokio::io::sink()).await.is_err() {
-                                break;
-                            }
-                        }
-                    }
-                }
-                _ => {
-                    if let Ok(text) = std::str::from_utf8(&data) {
-                        let _ = bastionctl::config::Config::from_str(text, std::path::Path::new("/fuzz/config.toml"));
-                    }
-                }
-            }
-        }
-    }
-}

@@ -14,6 +14,8 @@
 pub mod config;
 pub mod console;
 pub mod control;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod known_hosts;
 pub mod paths;
 pub mod pattern;

@@ -22,11 +22,11 @@ pub struct Row {
     pub pass: bool,
 }
 
-/// Where rows go: `$BASTIONCTL_REPORT_DIR`, else `<crate>/target/reliability`.
+/// Where rows go: `$BASTIONCTL_REPORT_DIR`, else the workspace's `target/reliability`.
 pub fn dir() -> PathBuf {
     std::env::var_os("BASTIONCTL_REPORT_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/reliability"))
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/reliability"))
 }
 
 /// Records a row (best effort: a failure to write is printed, never fatal to the test that observed it).
