@@ -115,9 +115,11 @@ impl Error {
         }
     }
 
-    /// The wire form for clients.
+    /// The wire form for clients. Message and hint may quote outside text (an EC2 or sshd message, a name a
+    /// client sent): control characters in them are escaped here, for every error a client is sent.
     pub fn to_reply(&self) -> ErrorReply {
-        ErrorReply { kind: self.kind().into(), message: self.to_string(), hint: self.hint() }
+        let clean = |s: String| crate::escape::escape_keep_newlines(&s).into_owned();
+        ErrorReply { kind: self.kind().into(), message: clean(self.to_string()), hint: self.hint().map(clean) }
     }
 }
 

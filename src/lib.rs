@@ -20,4 +20,4 @@ pub mod proxy;
 pub mod ssh;
 pub mod tunnel;
 
-pub use bastionctl_core::{config, control, paths, policy};
+pub use bastionctl_core::{config, control, escape, paths, policy, target};

@@ -67,9 +67,11 @@ struct Downstream {
 
 /// Connects to (or starts) the daemon, asks for `host:port` and waits for `ok` under the negotiation bound.
 async fn connect(cfg: &Config, host: &str, port: u16, framed: bool, buf: usize) -> anyhow::Result<Negotiated> {
+    // Checked here too (the daemon checks every request), so a bad name fails before a daemon is started for it.
+    let host = crate::target::TargetHost::parse(host)?;
     let stream = client::connect_or_spawn(cfg).await?;
     let mut io = BufReader::with_capacity(buf, stream);
-    let req = Request { v: VERSION, op: Op::Connect { host: host.into(), port, framed } };
+    let req = Request { v: VERSION, op: Op::Connect { host: host.to_string(), port, framed } };
     control::write_line(io.get_mut(), &req).await.context("cannot send the request to the daemon")?;
     let longest = cfg.bastions.iter().map(|b| b.start_timeout).max().unwrap_or_default() + NEGOTIATION_SLACK;
     let framed = tokio::time::timeout(longest, negotiate(&mut io))

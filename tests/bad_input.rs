@@ -38,8 +38,13 @@ impl Seen {
 /// Sends `bytes` (then, if `half_close`, a write shutdown) and collects what comes back until the daemon closes or
 /// `within` passes.
 async fn exchange(lab: &bastionctl_lab::Lab, bytes: &[u8], half_close: bool, within: Duration) -> Seen {
+    exchange_at(&lab.files().socket, bytes, half_close, within).await
+}
+
+/// [`exchange`] on the socket at `socket`.
+async fn exchange_at(socket: &std::path::Path, bytes: &[u8], half_close: bool, within: Duration) -> Seen {
     let t0 = Instant::now();
-    let mut s = UnixStream::connect(&lab.files().socket).await.expect("connect to the daemon");
+    let mut s = UnixStream::connect(socket).await.expect("connect to the daemon");
     let (mut rd, mut wr) = s.split();
     // The daemon may stop reading (and close) before an oversized write is done: that is a valid answer.
     let write = async {
@@ -174,4 +179,208 @@ async fn control_socket_bad_input_gets_an_error_or_a_close_and_the_daemon_serves
     drop(crowd);
     assert_eq!(lab.daemon_pid().await, Some(pid), "the same daemon serves at the end");
     assert!(failures.is_empty(), "{failures:#?}{}", diag(&lab));
+}
+
+/// One request line for the bad-request stream: the JSON text (sent as it is) and what it tries.
+fn bad_requests(private: std::net::SocketAddr) -> Vec<(String, Vec<u8>)> {
+    let connect = |host: &str, port: u32| {
+        let line = serde_json::json!({"v": 1, "op": "connect", "host": host, "port": port, "framed": true});
+        format!("{line}\n").into_bytes()
+    };
+    let ip = private.ip().to_string();
+    let mut list: Vec<(String, Vec<u8>)> = vec![
+        ("empty host".into(), connect("", 22)),
+        ("space".into(), connect("a b", 22)),
+        ("newline forging a log line".into(), connect("web\nFORGED-LINE: admin logged in", 22)),
+        ("terminal escape".into(), connect("db\u{1b}[2J\u{1b}[31m", 22)),
+        ("NUL".into(), connect("web\0.internal", 22)),
+        ("bidi override".into(), connect("web\u{202e}lanretni", 22)),
+        ("60 000-byte name".into(), connect(&"a".repeat(60_000), 22)),
+        ("64-byte label".into(), connect(&format!("{}.internal", "a".repeat(64)), 22)),
+        // Under an allowed pattern, so only the name check stands between them and the bastion. Each has a label
+        // or a length no resolver takes, so even if one got through, glibc would refuse it without a DNS query.
+        ("60 000-byte name, allowed pattern".into(), connect(&format!("{}.h10.invalid", "a.".repeat(30_000)), 1)),
+        ("64-byte label, allowed pattern".into(), connect(&format!("{}.h10.invalid", "a".repeat(64)), 1)),
+        ("newline, allowed pattern".into(), connect(&format!("x\nFORGED-LINE: {}.h10.invalid", "y".repeat(64)), 1)),
+        ("empty label".into(), connect("a..internal", 22)),
+        ("leading hyphen".into(), connect("-web.internal", 22)),
+        ("bracketed IPv4".into(), connect(&format!("[{ip}]"), 22)),
+        ("octal IPv4".into(), connect("0177.0.0.1", 22)),
+        ("hex IPv4".into(), connect("0x7f000001", 22)),
+        ("IPv6 zone id".into(), connect("fe80::1%lo", 22)),
+        ("non-ASCII".into(), connect("wéb.internal", 22)),
+        ("host:port in host".into(), connect(&format!("{ip}:22"), 22)),
+        ("outside the targets (IP)".into(), connect("8.8.8.8", 22)),
+        ("outside the targets (name)".into(), connect("evil.example.com", 22)),
+        ("allowed host, port not allowed".into(), connect(&ip, 5432)),
+        ("allowed, bastion refuses: closed port".into(), connect(&ip, 1)),
+        // `localhost` resolves from /etc/hosts: no DNS query leaves loopback.
+        ("allowed name, bastion refuses: closed port".into(), connect("localhost", 1)),
+        ("port 0".into(), connect(&ip, 0)),
+        ("port out of range".into(), connect(&ip, 70_000)),
+        ("port as a string".into(), b"{\"v\":1,\"op\":\"connect\",\"host\":\"web\",\"port\":\"22\"}\n".to_vec()),
+        ("host as a number".into(), b"{\"v\":1,\"op\":\"connect\",\"host\":7,\"port\":22}\n".to_vec()),
+        ("no host".into(), b"{\"v\":1,\"op\":\"connect\",\"port\":22}\n".to_vec()),
+        ("framed not a bool".into(), b"{\"v\":1,\"op\":\"connect\",\"host\":\"web\",\"port\":22,\"framed\":\"yes\"}\n".to_vec()),
+        ("op with a newline".into(), b"{\"v\":1,\"op\":\"x\\nFORGED-LINE: op\"}\n".to_vec()),
+        ("up for a bastion name with controls".into(), b"{\"v\":1,\"op\":\"up\",\"bastion\":\"x\\nFORGED-LINE: up\\u001b[2J\"}\n".to_vec()),
+        ("down for an unknown bastion".into(), b"{\"v\":1,\"op\":\"down\",\"bastion\":\"nope\",\"force\":true}\n".to_vec()),
+        ("start for an unknown bastion".into(), b"{\"v\":1,\"op\":\"start\",\"bastion\":\"nope\"}\n".to_vec()),
+        ("version 0".into(), b"{\"v\":0,\"op\":\"status\"}\n".to_vec()),
+        ("garbage then a newline".into(), b"\xff\xfe\x00garbage\n".to_vec()),
+        ("two requests in one line".into(), b"{\"v\":1,\"op\":\"status\"}{\"v\":1,\"op\":\"status\"}\n".to_vec()),
+    ];
+    // A good connect whose client sends junk and hangs up at once, and one that hangs up before the reply.
+    let mut junk = connect(&ip, private.port() as u32);
+    junk.extend_from_slice(b"NOT-SSH\r\n\x00\xff");
+    list.push(("valid connect, junk, hang up".into(), junk));
+    list
+}
+
+/// Issue 10: one client's bad input never ends the shared SSH session under other clients' open tunnels. Three
+/// `ssh private cat` tunnels are half-way through their data when a stream of bad requests of every kind (bad
+/// names, refused targets, targets the bastion rejects, malformed JSON, bad names in up/down/start, 20 concurrent
+/// rejected channels) goes through the control socket; then every tunnel finishes and its bytes are intact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_requests_never_end_the_session_under_open_tunnels() {
+    let _serial = SERIAL.lock().await;
+    let lab = lab(opts(Duration::from_secs(120))).await;
+    allow_targets(&lab, &["*.invalid", "localhost"], &[1, 5433]);
+    let _daemon = lab.start_daemon().await.unwrap_or_else(|e| panic!("{e:#}"));
+    const HALF: usize = 512 * 1024;
+
+    // Three tunnels, each echoing 1 MiB back: the first half now, the second after the bad stream.
+    let mut tunnels = Vec::new();
+    for i in 0..3u64 {
+        let mut seed = 0x9e37_79b9_7f4a_7c15 ^ i;
+        let data: Vec<u8> = (0..2 * HALF / 8).flat_map(|_| xorshift(&mut seed).to_le_bytes()).collect();
+        let mut child = lab
+            .ssh_command("cat")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        let mut stdout = child.stdout.take().unwrap();
+        stdin.write_all(&data[..HALF]).await.unwrap();
+        let mut got = vec![0u8; HALF];
+        tokio::time::timeout(SSH_DEADLINE, stdout.read_exact(&mut got))
+            .await
+            .unwrap_or_else(|_| panic!("tunnel {i}: first half not echoed{}", diag(&lab)))
+            .unwrap();
+        assert!(got == data[..HALF], "tunnel {i}: first half garbled");
+        tunnels.push((child, stdin, stdout, data, got));
+    }
+    wait_channels(&lab, 3).await;
+
+    let mut answered = Vec::new();
+    let mut raw_controls = Vec::new();
+    for (what, bytes) in bad_requests(lab.private_addr()) {
+        let seen = exchange(&lab, &bytes, true, Duration::from_secs(30)).await;
+        // The wire is JSON (which escapes them anyway): what matters is the message the client prints.
+        if seen.error_message().is_some_and(|m| m.chars().any(char::is_control)) {
+            raw_controls.push(what.clone());
+        }
+        answered.push(format!("{what}: {}", seen.error_message().unwrap_or_else(|| "(no error)".into())));
+    }
+    // Twenty rejected channels at once.
+    let mut set = tokio::task::JoinSet::new();
+    for _ in 0..20 {
+        let req = serde_json::json!({"v": 1, "op": "connect", "host": lab.private_addr().ip().to_string(), "port": 1});
+        let bytes = format!("{req}\n").into_bytes();
+        let socket = lab.files().socket.clone();
+        set.spawn(async move { exchange_at(&socket, &bytes, true, Duration::from_secs(30)).await });
+    }
+    let burst: Vec<Seen> = set.join_all().await;
+    let burst_refused = burst.iter().filter(|s| s.error_message().is_some_and(|m| m.contains("refused"))).count();
+
+    // Every tunnel finishes its second half intact, on the same session.
+    let mut intact = 0;
+    for (i, (mut child, mut stdin, mut stdout, data, mut got)) in tunnels.into_iter().enumerate() {
+        stdin.write_all(&data[HALF..]).await.unwrap();
+        drop(stdin);
+        let mut rest = Vec::new();
+        let _ = tokio::time::timeout(SSH_DEADLINE, stdout.read_to_end(&mut rest)).await;
+        got.extend_from_slice(&rest);
+        let status = tokio::time::timeout(SSH_DEADLINE, child.wait()).await.ok().and_then(Result::ok);
+        if got == data && status.is_some_and(|s| s.success()) {
+            intact += 1;
+        } else {
+            eprintln!("tunnel {i}: {} of {} bytes, exit {status:?}", got.len(), data.len());
+        }
+    }
+    let st = lab.daemon_status().await.unwrap_or_default();
+    let log = lab.daemon_log();
+    let forged: Vec<&str> = log.lines().filter(|l| l.starts_with("FORGED-LINE")).collect();
+    let pass = intact == 3 && burst_refused == 20 && forged.is_empty() && raw_controls.is_empty()
+        && st.first().is_some_and(|b| b.start_calls == 1);
+    let observed = format!(
+        "3 tunnels with 512 KiB echoed each, then {} bad requests and 20 concurrent channels the bastion refused \
+         ({burst_refused} refused); afterwards {intact}/3 tunnels completed their 1 MiB intact; StartInstances {}; \
+         log lines forged: {}; replies with raw control characters: {raw_controls:?}",
+        answered.len(),
+        st.first().map_or(0, |b| b.start_calls),
+        forged.len()
+    );
+    record(
+        "10-bad-stream",
+        "bad requests of every kind while tunnels are open",
+        "each bad request ends only its own connection with a clear error; every open tunnel completes intact; \
+         nothing a client sends forges a log line or reaches a reply unescaped",
+        &observed,
+        pass,
+    );
+    assert!(pass, "{observed}\n{}\n{forged:?}{}", answered.join("\n"), diag(&lab));
+}
+
+/// Target names are checked before anything else sees them: each refusal says what is wrong with the name, and a
+/// client's control characters reach neither the reply nor the log as they are.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_target_names_are_refused_with_what_is_wrong() {
+    let _serial = SERIAL.lock().await;
+    let lab = lab(opts(Duration::from_secs(120))).await;
+    let _daemon = lab.start_daemon().await.unwrap_or_else(|e| panic!("{e:#}"));
+    let cases: &[(&str, &str)] = &[
+        ("web\nFORGED-LINE: x", "unprintable character \\n at byte 3"),
+        ("a..internal", "empty label"),
+        (&"a".repeat(300), "300 bytes long; a host name has at most 253"),
+        ("0x7f000001", "neither a host name nor an IPv4 address"),
+        ("[10.0.16.10]", "brackets may only enclose an IPv6 address"),
+        ("my_host.internal", "`_` at byte 2"),
+    ];
+    let mut bad = Vec::new();
+    let mut rows = Vec::new();
+    for (host, want) in cases {
+        let line = format!("{}\n", serde_json::json!({"v": 1, "op": "connect", "host": host, "port": 22}));
+        let seen = exchange(&lab, line.as_bytes(), true, EXCHANGE).await;
+        let msg = seen.error_message().unwrap_or_default();
+        if !msg.contains(want) || msg.contains('\n') {
+            bad.push(format!("{host:?}: {msg:?} (wanted {want:?})"));
+        }
+        rows.push(msg);
+    }
+    // The proxy refuses them too, before it starts a daemon, and its stdout stays empty.
+    let out = proxy_output(&lab, "web\u{1b}[2J", 22).await;
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    let proxy_ok = !out.status.success() && out.stdout.is_empty() && err.contains("\\u{1b}") && !err.contains('\u{1b}');
+    let forged = lab.daemon_log().lines().any(|l| l.starts_with("FORGED-LINE"));
+    let pass = bad.is_empty() && proxy_ok && !forged && still_serves(&lab).await;
+    let observed = format!(
+        "{} names refused, e.g. {:?}; proxy: {} {:?}; forged log line: {forged}; {bad:?}",
+        rows.len(),
+        rows.first(),
+        out.status,
+        err.trim()
+    );
+    record(
+        "10-names",
+        "target names that are not IP literals or RFC 1123 host names",
+        "refused before the policy, the log or the bastion sees them, with a message saying what is wrong; control \
+         characters escaped",
+        &observed,
+        pass,
+    );
+    assert!(pass, "{observed}{}", diag(&lab));
 }

@@ -19,8 +19,12 @@ const RUN_DEADLINE: Duration = Duration::from_secs(90);
 
 /// A lab whose bastion key is in no file, with the EC2 front (for console output) unless `front` is false.
 async fn lab(front: bool) -> Lab {
+    lab_idle(front, Duration::from_secs(60)).await
+}
+
+async fn lab_idle(front: bool, idle: Duration) -> Lab {
     let mut o = LabOptions::new(BASTIONCTL);
-    o.idle_timeout = Duration::from_secs(60);
+    o.idle_timeout = idle;
     o.boot_delay = Duration::from_millis(500);
     o.trust_bastion_key = false;
     o.ec2_front = front;
@@ -124,6 +128,41 @@ async fn unknown_key_is_refused_until_bastionctl_trust_pins_it() {
     assert!(text(&out.stdout).contains(&format!("{}:2", lab.pinned_host_keys().display())), "{}", text(&out.stdout));
     assert!(pins(&lab).contains(&format!("{} {}", lab.instance_id(), key_body(&lab))), "{}", pins(&lab));
     assert_ok(&lab, &ssh(&lab).await);
+}
+
+/// Issue 10: `bastionctl trust` on a stopped bastion with no daemon running has a daemon start it (starting the
+/// daemon), so the bastion is not left running: the daemon's idle clock stops it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trust_hands_the_bastion_it_starts_to_the_daemon() {
+    let idle = Duration::from_secs(4);
+    let lab = lab_idle(true, idle).await;
+    lab.serve_console(ConsoleFingerprints::Real).await.expect("console");
+    let before = (lab.daemon_pid().await, lab.instance_state().await.unwrap_or_default());
+    let out = bastionctl(&lab, &["trust", "lab", "--yes"]).await;
+    let trusted = out.status.success() && pins(&lab).contains(&key_body(&lab));
+    let t = std::time::Instant::now();
+    let daemon = lab.daemon_pid().await;
+    let slack = Duration::from_secs(20);
+    let stopped = lab.wait_instance_state("stopped", idle + slack).await.is_ok();
+    let after = t.elapsed();
+    let said = text(&out.stderr).lines().find(|l| l.contains("stops it after")).unwrap_or("").to_string();
+    let pass = before == (None, "stopped".to_string()) && trusted && daemon.is_some() && stopped && !said.is_empty();
+    bastionctl_lab::report::record(
+        "10-trust",
+        "`bastionctl trust` starts a stopped bastion",
+        "the start goes through the daemon (one is started when none runs), so the idle clock stops the bastion",
+        &format!(
+            "before: daemon {:?}, bastion {}; trust --yes: {} ({said:?}); daemon afterwards: {daemon:?}; bastion              stopped {} after trust returned (idle_timeout {} s)",
+            before.0,
+            before.1,
+            out.status,
+            if stopped { format!("{:.1} s", after.as_secs_f64()) } else { "NEVER".into() },
+            idle.as_secs()
+        ),
+        pass,
+    );
+    assert!(pass, "{}
+{}{}", text(&out.stdout), text(&out.stderr), diag(&lab));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

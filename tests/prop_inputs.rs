@@ -1,5 +1,6 @@
 //! Property tests of bastionctl's parsers of untrusted input: the control socket's framing (`control::read_line`,
-//! `control::read_frame`) and the config parser (`Config::from_str`), on arbitrary input and on mutated valid input.
+//! `control::read_frame`), the config parser (`Config::from_str`) and the target host-name check
+//! (`target::TargetHost::parse`, with `escape`), on arbitrary input and on mutated valid input.
 //! They are what CI runs in place of the cargo-fuzz targets in fuzz/ (scripts/fuzz.sh), whose AddressSanitizer
 //! build of aws-sdk-ec2 alone takes longer than CI allows. The whole file runs in about 60 s on 2 cores; set
 //! `PROPTEST_CASES` to run each property that many times instead.
@@ -469,5 +470,110 @@ proptest! {
     #[test]
     fn config_on_mutated_configs(seed in seed(), edits in prop::collection::vec(line_edit(), 1..4)) {
         check_config(&apply_lines(seed, &edits))?;
+    }
+}
+
+// ---- target host names (bastionctl_core::target) and escaping (bastionctl_core::escape) ----
+
+use bastionctl::escape::escape;
+use bastionctl::target::{MAX_LABEL, MAX_NAME, TargetHost};
+
+/// A label in RFC 1123 syntax, in mixed case.
+fn label() -> impl Strategy<Value = String> {
+    "[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?"
+}
+
+/// A host name of 1 to 5 labels whose last label has a letter (so it cannot read as a number).
+fn host_name() -> impl Strategy<Value = String> {
+    (prop::collection::vec(label(), 0..4), "[a-zA-Z][a-zA-Z0-9-]{0,20}[a-zA-Z0-9]")
+        .prop_map(|(mut labels, last)| {
+            labels.push(last);
+            labels.join(".")
+        })
+        .prop_filter("at most 253 bytes", |n| n.len() <= MAX_NAME)
+}
+
+/// Characters a name may not contain, controls and look-alikes first.
+fn forbidden() -> impl Strategy<Value = char> {
+    prop_oneof![
+        (0u32..0x20).prop_map(|c| char::from_u32(c).unwrap()),
+        prop::sample::select(vec!['\u{7f}', '\u{85}', '\u{202e}', '\u{200b}', ' ', '_', ':', '%', '/', '@', 'é', 'ı', '[']),
+    ]
+}
+
+/// What every answer of [`TargetHost::parse`] must satisfy: an accepted host is normalised (its text parses back
+/// to itself) and well formed; a refusal is one bounded line without a control character.
+fn check_target(raw: &str) -> Result<(), TestCaseError> {
+    match TargetHost::parse(raw) {
+        Ok(host) => {
+            let text = host.to_string();
+            let again = TargetHost::parse(&text);
+            prop_assert_eq!(again.as_ref(), Ok(&host), "normalised form re-parses to itself");
+            if let TargetHost::Name(n) = &host {
+                prop_assert!(n.len() <= MAX_NAME && !n.ends_with('.') && !n.is_empty());
+                prop_assert!(n.split('.').all(|l| !l.is_empty() && l.len() <= MAX_LABEL && !l.starts_with('-') && !l.ends_with('-')));
+                prop_assert!(n.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.'));
+                prop_assert!(!n.rsplit('.').next().unwrap().bytes().all(|b| b.is_ascii_digit()), "numeric last label: {n}");
+            }
+        }
+        Err(e) => {
+            let msg = e.to_string();
+            prop_assert!(!msg.chars().any(char::is_control), "control character in {msg:?}");
+            prop_assert!(msg.len() < 400, "unbounded message ({} bytes)", msg.len());
+        }
+    }
+    Ok(())
+}
+
+proptest! {
+    // Regex-generated names are slow to make: a few thousand cases keep this section near 10 s on 2 cores.
+    #![proptest_config(budget(2500))]
+
+    #[test]
+    fn target_parse_on_arbitrary_text(raw in any::<String>()) {
+        check_target(&raw)?;
+    }
+
+    #[test]
+    fn target_parse_on_near_names(raw in "[a-zA-Z0-9.\\-\\[\\]:_]{0,80}") {
+        check_target(&raw)?;
+    }
+
+    #[test]
+    fn host_names_are_accepted_folded_and_lose_one_trailing_dot(name in host_name(), dot in any::<bool>()) {
+        let raw = if dot { format!("{name}.") } else { name.clone() };
+        prop_assert_eq!(TargetHost::parse(&raw), Ok(TargetHost::Name(name.to_ascii_lowercase())));
+    }
+
+    #[test]
+    fn a_forbidden_character_anywhere_is_refused(name in host_name(), c in forbidden(), at in any::<Index>()) {
+        let mut chars: Vec<char> = name.chars().collect();
+        chars.insert(at.index(chars.len() + 1), c);
+        let raw: String = chars.into_iter().collect();
+        prop_assume!(!(c == '[' && raw.starts_with('[') && raw.ends_with(']')));
+        prop_assert!(TargetHost::parse(&raw).is_err(), "{raw:?} accepted");
+        check_target(&raw)?;
+    }
+
+    #[test]
+    fn ip_literals_are_accepted_as_addresses(ip in any::<std::net::IpAddr>(), brackets in any::<bool>()) {
+        let raw = match (ip, brackets) {
+            (std::net::IpAddr::V6(v6), true) => format!("[{v6}]"),
+            _ => ip.to_string(),
+        };
+        prop_assert_eq!(TargetHost::parse(&raw), Ok(TargetHost::Ip(ip)));
+    }
+
+    #[test]
+    fn numbers_in_any_inet_aton_form_are_never_names(parts in prop::collection::vec(any::<u32>(), 1..5), hex in any::<bool>()) {
+        let raw: Vec<String> = parts.iter().map(|p| if hex { format!("0x{p:x}") } else { format!("0{p}") }).collect();
+        prop_assert!(!matches!(TargetHost::parse(&raw.join(".")), Ok(TargetHost::Name(_))));
+    }
+
+    #[test]
+    fn escaped_text_has_no_control_character_and_escaping_again_changes_nothing(s in any::<String>()) {
+        let once = escape(&s).into_owned();
+        prop_assert!(!once.chars().any(bastionctl::escape::is_unsafe), "{once:?}");
+        prop_assert_eq!(escape(&once).into_owned(), once);
     }
 }

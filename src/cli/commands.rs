@@ -9,8 +9,9 @@ use tokio_util::sync::CancellationToken;
 use super::{Args, Command};
 use crate::client;
 use crate::config::Config;
-use crate::control::{self, BastionStatus, Op, Reply, Request, VERSION};
+use crate::control::{self, BastionStatus, OkReply, Op, Reply, Request, VERSION};
 use crate::daemon;
+use crate::escape::{escape, escape_keep_newlines};
 use crate::ec2::{Ec2Api, InstanceState};
 use crate::ec2::aws::AwsEc2;
 
@@ -27,7 +28,7 @@ pub(super) async fn run(args: Args) -> anyhow::Result<()> {
         Command::Up { bastion } => {
             let stream = client::connect_or_spawn(&cfg).await?;
             let ok = ask(stream, Op::Up { bastion }).await?;
-            println!("{ok}");
+            println!("{}", ok.message);
             Ok(())
         }
         Command::Down { bastion, force } => down(&cfg, bastion, force).await,
@@ -72,14 +73,14 @@ fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
     })
 }
 
-/// Sends `op`, relays progress to stderr, returns the `ok` message.
-async fn ask(stream: tokio::net::UnixStream, op: Op) -> anyhow::Result<String> {
+/// Sends `op`, relays progress to stderr, returns the `ok` reply.
+pub(super) async fn ask(stream: tokio::net::UnixStream, op: Op) -> anyhow::Result<OkReply> {
     let mut io = BufReader::new(stream);
     control::write_line(&mut io, &Request { v: VERSION, op }).await.context("cannot talk to the daemon")?;
     loop {
         match control::read_line(&mut io).await.context("the daemon closed the connection")? {
             Reply::Progress(p) => eprintln!("bastionctl: {p}"),
-            Reply::Ok(ok) => return Ok(ok.message),
+            Reply::Ok(ok) => return Ok(ok),
             Reply::Error(e) => {
                 let hint = e.hint.map(|h| format!("\n  hint: {h}")).unwrap_or_default();
                 bail!("{}{hint}", e.message)
@@ -91,16 +92,13 @@ async fn ask(stream: tokio::net::UnixStream, op: Op) -> anyhow::Result<String> {
 
 async fn down(cfg: &Config, bastion: Option<String>, force: bool) -> anyhow::Result<()> {
     if let Some(stream) = client::try_connect(&cfg.socket_path()).await? {
-        println!("{}", ask(stream, Op::Down { bastion, force }).await?);
+        println!("{}", ask(stream, Op::Down { bastion, force }).await?.message);
         return Ok(());
     }
     // No daemon: nothing is forwarded, so stop it directly.
     let b = cfg.bastion(bastion.as_deref()).map_err(anyhow::Error::msg)?;
     let ec2 = AwsEc2::from_config(&cfg.aws).await?;
-    let id = match b.instance_ref() {
-        crate::config::InstanceRef::Id(id) => id,
-        crate::config::InstanceRef::NameTag(t) => ec2.find_by_name_tag(&t).await?,
-    };
+    let id = crate::ec2::resolve(&ec2, &b.instance_ref()).await?;
     let state = ec2.describe(&id).await.with_context(|| format!("cannot describe {id}"))?.state;
     if matches!(state, InstanceState::Stopped | InstanceState::Stopping) {
         println!("bastion {} ({id}) is already {state}", b.name());
@@ -136,7 +134,10 @@ async fn status(cfg: &Config, json: bool) -> anyhow::Result<()> {
     }
     // The table shows `unknown`; the full errors (often several lines) go below it, and the exit status says so.
     let unknown: Vec<String> =
-        list.iter().filter(|s| s.state.starts_with("unknown")).map(|s| format!("bastion {}: {}", s.name, s.state)).collect();
+        list.iter()
+            .filter(|s| s.state.starts_with("unknown"))
+            .map(|s| format!("bastion {}: {}", escape(&s.name), escape_keep_newlines(&s.state)))
+            .collect();
     if !unknown.is_empty() {
         bail!("the EC2 state is unknown for {} bastion(s):\n{}", unknown.len(), unknown.join("\n"));
     }
@@ -148,11 +149,7 @@ async fn direct_status(cfg: &Config) -> anyhow::Result<Vec<BastionStatus>> {
     let mut out = Vec::new();
     for b in &cfg.bastions {
         let mut st = BastionStatus { name: b.name(), ..Default::default() };
-        let id = match b.instance_ref() {
-            crate::config::InstanceRef::Id(id) => Ok(id),
-            crate::config::InstanceRef::NameTag(t) => ec2.find_by_name_tag(&t).await,
-        };
-        st.state = match id {
+        st.state = match crate::ec2::resolve(&ec2, &b.instance_ref()).await {
             Ok(id) => {
                 st.instance_id = Some(id.clone());
                 match ec2.describe(&id).await {
@@ -167,7 +164,8 @@ async fn direct_status(cfg: &Config) -> anyhow::Result<Vec<BastionStatus>> {
     Ok(out)
 }
 
-/// The `status` table; a multi-line or error state is cut to its first word or line so the columns stay intact.
+/// The `status` table; a multi-line or error state is cut to its first word or line so the columns stay intact, and
+/// control characters in any cell are escaped (states quote EC2's messages).
 fn table(list: &[BastionStatus]) -> String {
     use std::fmt::Write;
     let mut out = String::new();
@@ -186,10 +184,10 @@ fn table(list: &[BastionStatus]) -> String {
         let _ = writeln!(
             out,
             "{:<12} {:<21} {:<10} {:<21} {:>8} {:>10}",
-            s.name,
-            s.instance_id.as_deref().unwrap_or("-"),
-            state,
-            s.address.as_deref().unwrap_or("-"),
+            escape(&s.name),
+            escape(s.instance_id.as_deref().unwrap_or("-")),
+            escape(state),
+            escape(s.address.as_deref().unwrap_or("-")),
             s.channels,
             idle.as_deref().unwrap_or("-"),
         );
@@ -211,5 +209,12 @@ mod tests {
         assert_eq!(t.lines().count(), 3, "{t}");
         assert!(t.lines().nth(1).unwrap().contains(" unknown ") && !t.contains("hint"), "{t}");
         assert!(t.lines().nth(2).unwrap().contains(" running "), "{t}");
+    }
+
+    #[test]
+    fn control_characters_in_the_table_are_escaped() {
+        let list = [BastionStatus { name: "a\x1b[2J".into(), state: "running\r".into(), ..Default::default() }];
+        let t = table(&list);
+        assert!(t.contains("a\\u{1b}[2J") && t.contains("running\\r") && !t.contains('\x1b') && !t.contains('\r'), "{t}");
     }
 }

@@ -186,16 +186,13 @@ async fn check_instance(
     b: &BastionConfig,
     ec2: &AwsEc2,
 ) -> Option<InstanceInfo> {
-    let id = match b.instance_ref() {
-        InstanceRef::Id(id) => id,
-        InstanceRef::NameTag(tag) => match ec2.find_by_name_tag(&tag).await {
-            Ok(id) => id,
-            Err(e) => {
-                let fix = e.hint().unwrap_or_else(|| format!("tag the bastion Name={tag}, or set instance_id"));
-                r.fail(format!("bastion {name}: {e}"), fix);
-                return None;
-            }
-        },
+    let id = match crate::ec2::resolve(ec2, &b.instance_ref()).await {
+        Ok(id) => id,
+        Err(e) => {
+            let fix = e.hint().unwrap_or_else(|| "tag the bastion with its Name tag, or set instance_id".into());
+            r.fail(format!("bastion {name}: {e}"), fix);
+            return None;
+        }
     };
     match ec2.describe(&id).await {
         Ok(info) if matches!(info.state, InstanceState::ShuttingDown | InstanceState::Terminated) => {

@@ -99,7 +99,8 @@ pub fn main() -> ExitCode {
     let code = match runtime.block_on(commands::run(args)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("bastionctl: error: {e:#}");
+            // Errors may quote outside text (a daemon's or EC2's message): no control character reaches the terminal.
+            eprintln!("bastionctl: error: {}", crate::escape::escape_keep_newlines(&format!("{e:#}")));
             ExitCode::FAILURE
         }
     };

@@ -1,5 +1,6 @@
 //! `bastionctl trust [BASTION] [--yes] [--replace]`: show the host key the bastion offers beside the fingerprints
-//! in its console output, and pin it by instance id after confirmation. Starts a stopped bastion to see its key.
+//! in its console output, and pin it by instance id after confirmation. A stopped bastion is started by the daemon
+//! (the running one, or one started for it), so its idle clock stops it again.
 
 use std::io::{BufRead, IsTerminal, Write};
 use std::net::SocketAddr;
@@ -7,27 +8,22 @@ use std::net::SocketAddr;
 use anyhow::{Context, bail};
 use tokio::time::Instant;
 
-use crate::config::{BastionConfig, Config, InstanceRef};
+use crate::config::{BastionConfig, Config};
+use crate::control::Op;
+use crate::ec2::Ec2Api;
 use crate::ec2::aws::AwsEc2;
-use crate::ec2::{Ec2Api, InstanceState};
 use crate::hostkeys::known_hosts::{KnownHosts, Lookup};
 use crate::hostkeys::verify::{Decision, HostNames, decide};
 use crate::hostkeys::{cert, console, fingerprint, pins};
-use crate::lifecycle::POLL_INTERVAL;
 use crate::ssh::fetch_host_key;
 use crate::ssh::{HANDSHAKE_TIMEOUT, wait_for_banner};
 
 /// Runs `bastionctl trust`.
 pub async fn run(cfg: &Config, bastion: Option<String>, yes: bool, replace: bool) -> anyhow::Result<()> {
     let b = cfg.bastion(bastion.as_deref()).map_err(anyhow::Error::msg)?;
-    let ec2 = AwsEc2::from_config(&cfg.aws).await?;
-    let id = match b.instance_ref() {
-        InstanceRef::Id(id) => id,
-        InstanceRef::NameTag(t) => ec2.find_by_name_tag(&t).await?,
-    };
     let deadline = Instant::now() + b.start_timeout;
-    ensure_running(&ec2, b, &id, deadline).await?;
-    let addr = address(&ec2, b, &id).await?;
+    let (id, addr) = start_through_daemon(cfg, b).await?;
+    let ec2 = AwsEc2::from_config(&cfg.aws).await?;
     wait_for_banner(addr, deadline).await.with_context(|| format!("sshd of {id} at {addr} does not answer"))?;
     let offered = fetch_host_key(addr, HANDSHAKE_TIMEOUT).await.with_context(|| format!("cannot get the host key of {addr}"))?;
     let key = offered.public_key();
@@ -84,38 +80,17 @@ pub async fn run(cfg: &Config, bastion: Option<String>, yes: bool, replace: bool
     Ok(())
 }
 
-/// Starts a stopped bastion and waits until EC2 says `running` (up to `deadline`).
-async fn ensure_running(ec2: &AwsEc2, b: &BastionConfig, id: &str, deadline: Instant) -> anyhow::Result<()> {
-    let mut started = false;
-    loop {
-        let state = ec2.describe(id).await?.state;
-        match state {
-            InstanceState::Running => return Ok(()),
-            InstanceState::ShuttingDown | InstanceState::Terminated => bail!("{id} is {state}: it has no host key to trust"),
-            InstanceState::Stopped if !started => {
-                eprintln!("starting {id} to see its host key (`bastionctl down {}` stops it again)", b.name());
-                ec2.start(id).await.with_context(|| format!("cannot start {id}"))?;
-                started = true;
-            }
-            _ => {}
-        }
-        if Instant::now() + POLL_INTERVAL > deadline {
-            bail!("{id} was still {state} after {}", humantime::format_duration(b.start_timeout));
-        }
-        tokio::time::sleep(POLL_INTERVAL).await;
-    }
-}
-
-/// The configured address, else the Elastic IP, else the public IP, on the bastion's port.
-async fn address(ec2: &AwsEc2, b: &BastionConfig, id: &str) -> anyhow::Result<SocketAddr> {
-    let ip = match b.address {
-        Some(ip) => ip,
-        None => match ec2.elastic_ip(id).await? {
-            Some(ip) => ip,
-            None => ec2.describe(id).await?.public_ip.with_context(|| format!("{id} has no Elastic IP or public IP"))?,
-        },
-    };
-    Ok(SocketAddr::new(ip, b.port))
+/// Has the daemon (the running one, or one started now) start the bastion and wait for `running` and its address;
+/// the bastion is then the daemon's, whose idle clock stops it. Returns the instance id and sshd address.
+async fn start_through_daemon(cfg: &Config, b: &BastionConfig) -> anyhow::Result<(String, SocketAddr)> {
+    let stream = crate::client::connect_or_spawn(cfg).await?;
+    let ok = super::commands::ask(stream, Op::Start { bastion: Some(b.name()) })
+        .await
+        .with_context(|| format!("cannot start bastion {} to see its host key", b.name()))?;
+    eprintln!("bastionctl: {}", ok.message);
+    let id = ok.instance_id.context("the daemon did not say which instance it started (is it older than this bastionctl?)")?;
+    let addr = ok.address.as_deref().and_then(|a| a.parse().ok()).context("the daemon did not say the bastion's address")?;
+    Ok((id, addr))
 }
 
 async fn console_fingerprints(ec2: &AwsEc2, id: &str) -> Vec<String> {

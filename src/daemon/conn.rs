@@ -12,8 +12,10 @@ use tracing::{debug, info, warn};
 use super::{Shared, splice};
 use crate::control::{self, ErrorReply, OkReply, Op, Reply, Request, VERSION};
 use crate::error::Error;
+use crate::escape::escape;
 use crate::lifecycle::Bastion;
 use crate::policy;
+use crate::target::{TargetError, TargetHost};
 
 /// Bound on receiving the request line after connecting.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -30,10 +32,17 @@ pub(super) async fn handle(shared: Arc<Shared>, stream: UnixStream, _shutdown: C
         let msg = format!("protocol version {} is not supported (this daemon speaks {VERSION})", req.v);
         return reply_error(&mut io, "bad_request", msg).await;
     }
-    debug!(?req.op, "request");
     let res = match req.op {
-        Op::Connect { host, port, framed } => connect(&shared, &mut io, &host, port, framed).await,
+        // The host is checked before it is logged, matched against the policy or sent to the bastion.
+        Op::Connect { host, port, framed } => match TargetHost::parse(&host) {
+            Ok(host) => {
+                debug!(%host, port, framed, "connect request");
+                connect(&shared, &mut io, &host, port, framed).await
+            }
+            Err(e) => Err(bad_target(e)),
+        },
         Op::Up { bastion } => up(&shared, &mut io, bastion.as_deref()).await,
+        Op::Start { bastion } => start(&shared, &mut io, bastion.as_deref()).await,
         Op::Down { bastion, force } => down(&shared, &mut io, bastion.as_deref(), force).await,
         Op::Status => {
             let mut all = Vec::new();
@@ -49,7 +58,20 @@ pub(super) async fn handle(shared: Arc<Shared>, stream: UnixStream, _shutdown: C
     }
 }
 
+/// A refused target name: logged and answered with the reason (the name in it is escaped).
+fn bad_target(e: TargetError) -> ErrorReply {
+    warn!("refused: {e}");
+    ErrorReply {
+        kind: "bad_target".into(),
+        message: e.to_string(),
+        hint: Some("give ssh the target as an IP address or a host name (letters, digits, hyphens, dots)".into()),
+    }
+}
+
+/// Answers a request that could not be read. `message` may quote the client's bytes (serde's errors do): it is
+/// escaped before it is logged or sent.
 async fn reply_error(io: &mut BufReader<UnixStream>, kind: &str, message: String) {
+    let message = escape(&message).into_owned();
     warn!("{message}");
     let reply = Reply::Error(ErrorReply { kind: kind.into(), message, hint: None });
     let _ = control::write_line(io, &reply).await;
@@ -63,7 +85,7 @@ fn find<'a>(shared: &'a Shared, name: Option<&str>) -> Result<&'a Bastion, Error
 
 /// The first bastion whose allowed set (its `targets`, or its VPC's CIDR blocks) allows `host:port`. When none
 /// does and a VPC lookup failed, that EC2 error is returned (its hint names the missing permission).
-async fn route<'a>(shared: &'a Shared, host: &str, port: u16) -> Result<&'a Bastion, Error> {
+async fn route<'a>(shared: &'a Shared, host: &TargetHost, port: u16) -> Result<&'a Bastion, Arc<Error>> {
     let mut reasons = Vec::new();
     let mut lookup_error = None;
     for (i, b) in shared.bastions.iter().enumerate() {
@@ -82,14 +104,14 @@ async fn route<'a>(shared: &'a Shared, host: &str, port: u16) -> Result<&'a Bast
         }
     }
     if let Some(e) = lookup_error {
-        return Err(Error::Ec2(e));
+        return Err(e);
     }
-    Err(Error::NotAllowed {
-        host: host.into(),
+    Err(Arc::new(Error::NotAllowed {
+        host: host.to_string(),
         port,
         config: shared.config.source.display().to_string(),
         detail: reasons.join("; "),
-    })
+    }))
 }
 
 /// Runs `fut` while relaying the bastion's progress messages to the client. Messages sent before `fut` completed
@@ -123,13 +145,13 @@ async fn with_progress<T>(
 async fn connect(
     shared: &Shared,
     io: &mut BufReader<UnixStream>,
-    host: &str,
+    host: &TargetHost,
     port: u16,
     framed: bool,
 ) -> Result<(), ErrorReply> {
-    let bastion = route(shared, host, port).await.inspect_err(|e| warn!("refused: {e}"))?;
+    let bastion = route(shared, host, port).await.inspect_err(|e| warn!("refused: {e}")).map_err(|e| e.to_reply())?;
     let lease = with_progress(io, bastion, bastion.acquire()).await.map_err(|e| e.to_reply())?;
-    let channel = lease.ready.session.open(host, port).await.map_err(Error::from)?;
+    let channel = lease.ready.session.open(&host.to_string(), port).await.map_err(Error::from)?;
     let target = format!("{host}:{port}");
     info!(bastion = %bastion.spec().name, %target, framed, "channel open");
     let ok = OkReply { framed, ..OkReply::default() };
@@ -153,7 +175,12 @@ async fn up(shared: &Shared, io: &mut BufReader<UnixStream>, name: Option<&str>)
         ready.addr,
         began.elapsed().as_secs_f64()
     );
-    let reply = Reply::Ok(OkReply { message: msg, address: Some(ready.addr.to_string()), framed: false });
+    let reply = Reply::Ok(OkReply {
+        message: msg,
+        address: Some(ready.addr.to_string()),
+        instance_id: Some(ready.instance_id),
+        framed: false,
+    });
     let _ = control::write_line(io, &reply).await;
     Ok(())
 }
@@ -161,6 +188,28 @@ async fn up(shared: &Shared, io: &mut BufReader<UnixStream>, name: Option<&str>)
 async fn down(shared: &Shared, io: &mut BufReader<UnixStream>, name: Option<&str>, force: bool) -> Result<(), ErrorReply> {
     let bastion = find(shared, name)?;
     let msg = with_progress(io, bastion, bastion.down(force)).await.map_err(|e| e.to_reply())?;
-    let _ = control::write_line(io, &Reply::Ok(OkReply { message: msg, address: None, framed: false })).await;
+    let _ = control::write_line(io, &Reply::Ok(OkReply { message: msg, ..OkReply::default() })).await;
+    Ok(())
+}
+
+/// `start` (for `bastionctl trust`): the instance running and its address known, no session; the idle clock runs.
+async fn start(shared: &Shared, io: &mut BufReader<UnixStream>, name: Option<&str>) -> Result<(), ErrorReply> {
+    let bastion = find(shared, name)?;
+    let reached = with_progress(io, bastion, bastion.start()).await.map_err(|e| e.to_reply())?;
+    let spec = bastion.spec();
+    let msg = format!(
+        "bastion {} ({}) is running at {}; this daemon stops it after {} with no channel",
+        spec.name,
+        reached.instance_id,
+        reached.addr,
+        humantime::format_duration(spec.idle_timeout)
+    );
+    let reply = Reply::Ok(OkReply {
+        message: msg,
+        address: Some(reached.addr.to_string()),
+        instance_id: Some(reached.instance_id),
+        framed: false,
+    });
+    let _ = control::write_line(io, &reply).await;
     Ok(())
 }

@@ -31,9 +31,18 @@ pub(crate) struct Shared {
     pub targets: targets::Targets,
 }
 
+/// The bastions' actors (in config order) and the EC2 client they share; the daemon looks up default targets
+/// (a bastion's VPC blocks) with it.
+pub struct Fleet {
+    /// One actor per `[[bastion]]`.
+    pub bastions: Vec<Bastion>,
+    /// The EC2 client.
+    pub ec2: Arc<dyn Ec2Api>,
+}
+
 /// Builds one actor per bastion, each with its own SSH dialer from its config.
-pub fn spawn_bastions(config: &Config, ec2: Arc<dyn Ec2Api>, shutdown: &CancellationToken) -> Vec<Bastion> {
-    config
+pub fn spawn_bastions(config: &Config, ec2: Arc<dyn Ec2Api>, shutdown: &CancellationToken) -> Fleet {
+    let bastions = config
         .bastions
         .iter()
         .map(|b| {
@@ -55,13 +64,14 @@ pub fn spawn_bastions(config: &Config, ec2: Arc<dyn Ec2Api>, shutdown: &Cancella
                 Arc::new(SshDialer::new(settings).with_ciphers(ciphers.as_deref()).with_first_trust(first_trust));
             Bastion::spawn(BastionSpec::from(b), ec2.clone(), dialer, shutdown.child_token())
         })
-        .collect()
+        .collect();
+    Fleet { bastions, ec2 }
 }
 
 /// Serves `listener` until `shutdown` is cancelled, then waits up to [`DRAIN_GRACE`] for open connections.
-pub async fn serve(config: Config, bastions: Vec<Bastion>, listener: UnixListener, shutdown: CancellationToken) {
-    let targets = targets::Targets::new(&bastions);
-    let shared = Arc::new(Shared { config, bastions, targets });
+pub async fn serve(config: Config, fleet: Fleet, listener: UnixListener, shutdown: CancellationToken) {
+    let targets = targets::Targets::new(&config.bastions, fleet.ec2);
+    let shared = Arc::new(Shared { config, bastions: fleet.bastions, targets });
     let tracker = TaskTracker::new();
     let me = nix::unistd::getuid().as_raw();
     let mut next_id: u64 = 0;

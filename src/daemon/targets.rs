@@ -2,12 +2,14 @@
 //! of its VPC. The VPC's blocks are looked up (DescribeInstances for the VPC id, then DescribeVpcs) on the first
 //! connection that needs them and cached for the daemon's life; a failed lookup is retried on the next connection.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::OnceCell;
 
-use crate::config::InstanceRef;
-use crate::ec2::Ec2Error;
+use crate::config::BastionConfig;
+use crate::ec2::{Ec2Api, Ec2Error};
+use crate::error::Error;
 use crate::lifecycle::Bastion;
 use crate::policy::RuleSet;
 
@@ -17,58 +19,55 @@ pub const RESOLVE_TIMEOUT: Duration = Duration::from_secs(45);
 /// One bastion's set: fixed, or the VPC's blocks once resolved.
 enum Entry {
     Configured(RuleSet),
-    Vpc(OnceCell<RuleSet>),
+    Vpc { ports: Vec<u16>, cell: OnceCell<RuleSet> },
 }
 
-/// The allowed sets of all bastions, in the order of [`super::Shared::bastions`].
+/// The allowed sets of all bastions, in the order of the config's `[[bastion]]` tables.
 pub(crate) struct Targets {
     entries: Vec<Entry>,
+    ec2: Arc<dyn Ec2Api>,
 }
 
 impl Targets {
-    /// Configured sets are taken as they are; bastions without `targets` get a lazily filled VPC entry.
-    pub fn new(bastions: &[Bastion]) -> Targets {
+    /// Configured sets are taken as they are; bastions without `targets` get a lazily filled VPC entry, looked up
+    /// with `ec2`.
+    pub fn new(bastions: &[BastionConfig], ec2: Arc<dyn Ec2Api>) -> Targets {
         let entries = bastions
             .iter()
-            .map(|b| {
-                let spec = b.spec();
-                match spec.rules.is_empty() {
-                    false => Entry::Configured(RuleSet::configured(spec.rules.clone(), spec.target_ports.clone())),
-                    true => Entry::Vpc(OnceCell::new()),
-                }
+            .map(|b| match b.target_rules() {
+                rules if !rules.is_empty() => Entry::Configured(RuleSet::configured(rules, b.target_ports.clone())),
+                _ => Entry::Vpc { ports: b.target_ports.clone(), cell: OnceCell::new() },
             })
             .collect();
-        Targets { entries }
+        Targets { entries, ec2 }
     }
 
-    /// The set of `bastions[index]`, resolving the VPC's blocks if needed.
+    /// The set of `bastions[index]`, resolving the VPC's blocks if needed (the instance id comes from the
+    /// bastion's actor, which resolves a Name tag once).
     ///
     /// Errors: the EC2 call that failed (its hint names the IAM action), [`Ec2Error::NotFound`] when the instance
     /// has no VPC, [`Ec2Error::Timeout`] after [`RESOLVE_TIMEOUT`].
-    pub async fn get(&self, index: usize, bastion: &Bastion) -> Result<&RuleSet, Ec2Error> {
+    pub async fn get(&self, index: usize, bastion: &Bastion) -> Result<&RuleSet, Arc<Error>> {
         match &self.entries[index] {
             Entry::Configured(set) => Ok(set),
-            Entry::Vpc(cell) => cell.get_or_try_init(|| resolve(bastion)).await,
+            Entry::Vpc { ports, cell } => cell.get_or_try_init(|| self.resolve(bastion, ports)).await,
         }
     }
-}
 
-async fn resolve(bastion: &Bastion) -> Result<RuleSet, Ec2Error> {
-    let spec = bastion.spec();
-    let ec2 = bastion.ec2();
-    let lookup = async {
-        let id = match &spec.instance {
-            InstanceRef::Id(id) => id.clone(),
-            InstanceRef::NameTag(tag) => ec2.find_by_name_tag(tag).await?,
+    async fn resolve(&self, bastion: &Bastion, ports: &[u16]) -> Result<RuleSet, Arc<Error>> {
+        let lookup = async {
+            let id = bastion.instance_id().await?;
+            let ec2 = |e: Ec2Error| Arc::new(Error::Ec2(e));
+            let info = self.ec2.describe(&id).await.map_err(ec2)?;
+            let vpc_id = info.vpc_id.ok_or_else(|| ec2(Ec2Error::NotFound { what: format!("a VPC of instance {id}") }))?;
+            let blocks = self.ec2.vpc_cidrs(&vpc_id).await.map_err(ec2)?;
+            Ok::<_, Arc<Error>>(RuleSet::vpc(&vpc_id, blocks, ports.to_vec()))
         };
-        let info = ec2.describe(&id).await?;
-        let vpc_id = info.vpc_id.ok_or_else(|| Ec2Error::NotFound { what: format!("a VPC of instance {id}") })?;
-        let blocks = ec2.vpc_cidrs(&vpc_id).await?;
-        Ok(RuleSet::vpc(&vpc_id, blocks, spec.target_ports.clone()))
-    };
-    let set = tokio::time::timeout(RESOLVE_TIMEOUT, lookup)
-        .await
-        .map_err(|_| Ec2Error::Timeout { operation: "DescribeVpcs" })??;
-    tracing::info!(bastion = %spec.name, ports = ?set.ports, "no `targets` configured; allowing {}", set.describe());
-    Ok(set)
+        let set = tokio::time::timeout(RESOLVE_TIMEOUT, lookup)
+            .await
+            .map_err(|_| Arc::new(Error::Ec2(Ec2Error::Timeout { operation: "DescribeVpcs" })))??;
+        let name = &bastion.spec().name;
+        tracing::info!(bastion = %name, ports = ?set.ports, "no `targets` configured; allowing {}", set.describe());
+        Ok(set)
+    }
 }

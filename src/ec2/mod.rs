@@ -12,6 +12,20 @@ mod proxy_env;
 
 pub use error::Ec2Error;
 
+use crate::config::InstanceRef;
+
+/// The instance id a bastion's config names: `instance_id` as it is, or the one live instance carrying the
+/// `name_tag` (DescribeInstances filtered by `tag:Name`). The one place a Name tag becomes an id.
+///
+/// Errors: [`Ec2Error::NotFound`] when no live instance carries the tag, [`Ec2Error::Ambiguous`] when several do
+/// (the message lists them), or the DescribeInstances failure.
+pub async fn resolve(ec2: &dyn Ec2Api, instance: &InstanceRef) -> Result<String, Ec2Error> {
+    match instance {
+        InstanceRef::Id(id) => Ok(id.clone()),
+        InstanceRef::NameTag(tag) => ec2.find_by_name_tag(tag).await,
+    }
+}
+
 /// An EC2 instance state, as DescribeInstances reports it (`State.Name`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum InstanceState {

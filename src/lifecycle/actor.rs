@@ -10,22 +10,33 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::start::{Counters, Starter};
-use super::{BastionSpec, Cmd, Lease, Ready, Shared};
+use super::{BastionSpec, Cmd, Lease, Ready, Reached, Shared};
+use crate::config::InstanceRef;
 use crate::control::BastionStatus;
 use crate::ec2::{Ec2Api, InstanceState};
 use crate::error::Error;
 use crate::progress::Progress;
 use crate::tunnel::Dialer;
 
+mod adopt;
+use adopt::jittered;
+
 enum Waiter {
     Acquire(oneshot::Sender<Shared<Lease>>),
     Up(oneshot::Sender<Shared<Ready>>),
+    /// Wants the instance running, not a session (`bastionctl trust`).
+    Start(oneshot::Sender<Shared<Reached>>),
 }
 
 /// Results of background work, fed back into the actor loop.
 enum Done {
     Adopted(Result<(String, InstanceState), Error>),
+    /// The idle watch's DescribeInstances (same shape as `Adopted`).
+    Watched(Result<(String, InstanceState), Error>),
+    Resolved(Result<String, Error>, oneshot::Sender<Shared<String>>),
     Started(Option<String>, Result<Ready, Error>),
+    /// A start attempt for [`Waiter::Start`]s only: running, address known, no session dialed.
+    Reached(Option<String>, Result<std::net::SocketAddr, Error>),
     /// `Ok(Some(state))`: `down` found it already `stopped`/`stopping` and did not call StopInstances.
     Stopped(Result<Option<InstanceState>, Error>, Option<oneshot::Sender<Shared<String>>>),
 }
@@ -47,6 +58,14 @@ pub(super) struct Actor {
     maybe_running: bool,
     /// Start of the current idle period (no channels, nothing in flight).
     idle_since: Instant,
+    /// This daemon called StartInstances for the instance now running (so `adopt = false` does not keep it up).
+    started_by_us: bool,
+    /// `start_calls` when the current start attempt began.
+    start_calls_before: u64,
+    /// When the idle watch next re-reads the instance state.
+    next_watch: Instant,
+    /// A watch DescribeInstances is in flight.
+    watching: bool,
 }
 
 impl Actor {
@@ -60,6 +79,7 @@ impl Actor {
     ) -> Actor {
         let (done_tx, done_rx) = mpsc::channel(16);
         let (channels, channels_rx) = watch::channel(0);
+        let next_watch = Instant::now() + jittered(spec.watch_interval);
         let starter = Starter { spec, ec2, dialer, progress, counters: Arc::new(Counters::default()) };
         Actor {
             starter,
@@ -76,6 +96,10 @@ impl Actor {
             waiters: Vec::new(),
             maybe_running: false,
             idle_since: Instant::now(),
+            started_by_us: false,
+            start_calls_before: 0,
+            next_watch,
+            watching: false,
         }
     }
 
@@ -83,6 +107,7 @@ impl Actor {
         self.adopt();
         loop {
             let idle_deadline = self.idle_deadline();
+            let watch_deadline = self.watch_deadline();
             tokio::select! {
                 _ = self.shutdown.cancelled() => break,
                 Some(cmd) = self.rx.recv() => self.on_cmd(cmd),
@@ -93,6 +118,7 @@ impl Actor {
                     }
                 }
                 _ = sleep_until_opt(idle_deadline) => self.idle_stop(),
+                _ = sleep_until_opt(watch_deadline) => self.watch(),
             }
         }
         if let Some(h) = self.starting.take() {
@@ -105,28 +131,17 @@ impl Actor {
         &self.starter.spec.name
     }
 
-    /// When the idle stop is due, if the clock is running at all.
+    /// When the idle stop is due, if the clock is running at all. A bastion this daemon did not start runs no
+    /// clock when the config says `adopt = false`.
     fn idle_deadline(&self) -> Option<Instant> {
+        let ours = self.started_by_us || self.starter.spec.adopt;
         let idle = self.maybe_running
+            && ours
             && *self.channels.borrow() == 0
             && self.starting.is_none()
             && !self.stopping
             && self.waiters.is_empty();
         idle.then(|| self.idle_since + self.starter.spec.idle_timeout)
-    }
-
-    fn adopt(&mut self) {
-        let starter = self.starter.clone();
-        let done = self.done_tx.clone();
-        tokio::spawn(async move {
-            let res = async {
-                let id = starter.resolve().await?;
-                let info = starter.ec2.describe(&id).await?;
-                Ok((id, info.state))
-            }
-            .await;
-            let _ = done.send(Done::Adopted(res)).await;
-        });
     }
 
     fn on_cmd(&mut self, cmd: Cmd) {
@@ -144,10 +159,26 @@ impl Actor {
                 }
                 None => self.enqueue(Waiter::Up(reply)),
             },
+            Cmd::Start(reply) => match self.live_ready() {
+                Some(ready) => {
+                    self.idle_since = Instant::now();
+                    let _ = reply.send(Ok(Reached { instance_id: ready.instance_id, addr: ready.addr }));
+                }
+                None => self.enqueue(Waiter::Start(reply)),
+            },
             Cmd::Down { force, reply } => self.down(force, reply),
             Cmd::Status(reply) => {
                 let _ = reply.send(self.status());
             }
+            Cmd::InstanceId(reply) => match &self.instance_id {
+                Some(id) => drop(reply.send(Ok(id.clone()))),
+                None => {
+                    let (starter, done) = (self.starter.clone(), self.done_tx.clone());
+                    tokio::spawn(async move {
+                        let _ = done.send(Done::Resolved(starter.resolve().await, reply)).await;
+                    });
+                }
+            },
         }
     }
 
@@ -167,36 +198,79 @@ impl Actor {
         }
     }
 
+    /// Starts one attempt for the waiters: up to a dialed session, or, when every waiter is a
+    /// [`Waiter::Start`], only up to `running` (a session would fail on a host key that is not trusted yet).
     fn begin_start(&mut self) {
         let starter = self.starter.clone();
         let known = self.instance_id.clone();
         let done = self.done_tx.clone();
+        let session_wanted = self.waiters.iter().any(|w| !matches!(w, Waiter::Start(_)));
         self.maybe_running = true;
+        self.start_calls_before = self.starter.counters.start_calls.load(Ordering::Relaxed);
         self.starting = Some(tokio::spawn(async move {
-            let (id, res) = match known {
-                Some(id) => (Some(id.clone()), starter.bring_up(&id).await),
-                None => match starter.resolve().await {
-                    Ok(id) => (Some(id.clone()), starter.bring_up(&id).await),
-                    Err(e) => (None, Err(e)),
-                },
+            let done_msg = match session_wanted {
+                true => {
+                    let (id, res) = starter.bring_up_any(known).await;
+                    Done::Started(id, res)
+                }
+                false => {
+                    let (id, res) = starter.reach_any(known).await;
+                    Done::Reached(id, res)
+                }
             };
-            let _ = done.send(Done::Started(id, res)).await;
+            let _ = done.send(done_msg).await;
         }));
+    }
+
+    /// A start attempt for `Start` waiters is over: answer them; dial now for any demand that came meanwhile.
+    fn on_reached(&mut self, id: Option<String>, res: Result<std::net::SocketAddr, Error>) {
+        self.starting = None;
+        self.note_start_calls();
+        if id.is_some() {
+            self.instance_id = id.clone();
+        }
+        self.idle_since = Instant::now();
+        let res = res.map_err(Arc::new);
+        let (starts, others): (Vec<Waiter>, Vec<Waiter>) =
+            std::mem::take(&mut self.waiters).into_iter().partition(|w| matches!(w, Waiter::Start(_)));
+        self.waiters = others;
+        for w in starts {
+            if let Waiter::Start(tx) = w {
+                let reached = res.clone().map(|addr| Reached { instance_id: id.clone().unwrap_or_default(), addr });
+                let _ = tx.send(reached);
+            }
+        }
+        match (&res, self.waiters.is_empty()) {
+            (Ok(_), false) => self.begin_start(),
+            (Err(e), false) => self.fail_waiters(e.clone()),
+            _ => {}
+        }
+    }
+
+    /// Remembers whether the attempt that just ended called StartInstances (see `adopt`).
+    fn note_start_calls(&mut self) {
+        if self.starter.counters.start_calls.load(Ordering::Relaxed) > self.start_calls_before {
+            self.started_by_us = true;
+        }
     }
 
     fn on_done(&mut self, done: Done) {
         match done {
-            Done::Adopted(Ok((id, state))) => {
-                info!(bastion = %self.name(), instance = %id, %state, "found the bastion");
-                self.instance_id.get_or_insert(id);
-                if matches!(state, InstanceState::Running | InstanceState::Pending) && !self.maybe_running {
-                    self.maybe_running = true;
-                    self.idle_since = Instant::now();
-                }
+            Done::Adopted(res) => self.on_described(res, true),
+            Done::Watched(res) => {
+                self.watching = false;
+                self.on_described(res, false);
             }
-            Done::Adopted(Err(e)) => warn!(bastion = %self.name(), "cannot describe the bastion yet: {e}"),
+            Done::Resolved(res, reply) => {
+                if let Ok(id) = &res {
+                    self.instance_id.get_or_insert_with(|| id.clone());
+                }
+                let _ = reply.send(res.map_err(Arc::new));
+            }
+            Done::Reached(id, res) => self.on_reached(id, res),
             Done::Started(id, res) => {
                 self.starting = None;
+                self.note_start_calls();
                 if id.is_some() {
                     self.instance_id = id;
                 }
@@ -212,12 +286,31 @@ impl Actor {
                                 Waiter::Up(tx) => {
                                     let _ = tx.send(Ok(ready.clone()));
                                 }
+                                Waiter::Start(tx) => {
+                                    let (instance_id, addr) = (ready.instance_id.clone(), ready.addr);
+                                    let _ = tx.send(Ok(Reached { instance_id, addr }));
+                                }
                             }
                         }
                     }
                     Err(e) => {
                         warn!(bastion = %self.name(), "start failed: {e}");
+                        if super::start::is_gone(&e) && matches!(self.starter.spec.instance, InstanceRef::NameTag(_)) {
+                            // Resolve the Name tag again on the next demand (the bastion may be rebuilt by then).
+                            self.instance_id = None;
+                        }
+                        // A session that failed (e.g. on a host key not trusted yet) does not fail a `Start`
+                        // waiter: the instance is running, which is all it asked for.
+                        let keep_starts = matches!(e, Error::Ssh(_));
+                        let (starts, others): (Vec<Waiter>, Vec<Waiter>) = std::mem::take(&mut self.waiters)
+                            .into_iter()
+                            .partition(|w| keep_starts && matches!(w, Waiter::Start(_)));
+                        self.waiters = others;
                         self.fail_waiters(Arc::new(e));
+                        self.waiters = starts;
+                        if !self.waiters.is_empty() {
+                            self.begin_start();
+                        }
                     }
                 }
             }
@@ -225,8 +318,12 @@ impl Actor {
                 self.stopping = false;
                 self.idle_since = Instant::now();
                 let res = res.map_err(Arc::new);
+                self.next_watch = Instant::now() + jittered(self.starter.spec.watch_interval);
                 match &res {
-                    Ok(_) => self.maybe_running = false,
+                    Ok(_) => {
+                        self.maybe_running = false;
+                        self.started_by_us = false;
+                    }
                     Err(e) => warn!(bastion = %self.name(), "StopInstances failed: {e}"),
                 }
                 if let Some(reply) = reply {
@@ -248,6 +345,7 @@ impl Actor {
             match w {
                 Waiter::Acquire(tx) => drop(tx.send(Err(e.clone()))),
                 Waiter::Up(tx) => drop(tx.send(Err(e.clone()))),
+                Waiter::Start(tx) => drop(tx.send(Err(e.clone()))),
             }
         }
     }
@@ -322,6 +420,7 @@ impl Actor {
         }
     }
 }
+
 
 async fn sleep_until_opt(deadline: Option<Instant>) {
     match deadline {

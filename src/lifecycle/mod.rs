@@ -17,7 +17,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{BastionConfig, InstanceRef, TargetRule};
+use crate::config::{BastionConfig, InstanceRef};
 use crate::control::BastionStatus;
 use crate::ec2::Ec2Api;
 use crate::error::Error;
@@ -44,10 +44,10 @@ pub struct BastionSpec {
     pub idle_timeout: Duration,
     /// Bound on demand-to-ready.
     pub start_timeout: Duration,
-    /// Allowed targets.
-    pub rules: Vec<TargetRule>,
-    /// Allowed target ports.
-    pub target_ports: Vec<u16>,
+    /// While idle, re-read the instance state this often (with jitter); zero = never.
+    pub watch_interval: Duration,
+    /// Stop a bastion this daemon did not start (found running) once idle for `idle_timeout`.
+    pub adopt: bool,
 }
 
 impl From<&BastionConfig> for BastionSpec {
@@ -59,8 +59,8 @@ impl From<&BastionConfig> for BastionSpec {
             address: b.address,
             idle_timeout: b.idle_timeout,
             start_timeout: b.start_timeout,
-            rules: b.target_rules(),
-            target_ports: b.target_ports.clone(),
+            watch_interval: b.watch_interval,
+            adopt: b.adopt,
         }
     }
 }
@@ -71,6 +71,15 @@ pub struct Ready {
     /// The shared SSH session.
     pub session: Arc<dyn Session>,
     /// Instance id (resolved from the Name tag if needed).
+    pub instance_id: String,
+    /// Address of its sshd.
+    pub addr: SocketAddr,
+}
+
+/// A bastion that is `running` with its address known; no SSH session is implied (see [`Bastion::start`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reached {
+    /// Instance id.
     pub instance_id: String,
     /// Address of its sshd.
     pub addr: SocketAddr,
@@ -102,8 +111,10 @@ pub type Shared<T> = Result<T, Arc<Error>>;
 pub(crate) enum Cmd {
     Acquire(oneshot::Sender<Shared<Lease>>),
     Up(oneshot::Sender<Shared<Ready>>),
+    Start(oneshot::Sender<Shared<Reached>>),
     Down { force: bool, reply: oneshot::Sender<Shared<String>> },
     Status(oneshot::Sender<BastionStatus>),
+    InstanceId(oneshot::Sender<Shared<String>>),
 }
 
 /// Handle to one bastion's actor. Clone freely; the actor stops when `shutdown` is cancelled.
@@ -137,11 +148,6 @@ impl Bastion {
         &self.spec
     }
 
-    /// The EC2 client the bastion uses (the daemon also resolves default targets with it).
-    pub fn ec2(&self) -> &Arc<dyn Ec2Api> {
-        &self.ec2
-    }
-
     /// Progress messages of start attempts; subscribe before [`Bastion::acquire`] to see them all.
     pub fn progress(&self) -> &Progress {
         &self.progress
@@ -154,9 +160,21 @@ impl Bastion {
         self.ask(Cmd::Acquire).await?
     }
 
+    /// The bastion's instance id: the one the actor knows, else resolved from the Name tag (and remembered).
+    pub async fn instance_id(&self) -> Shared<String> {
+        self.ask(Cmd::InstanceId).await?
+    }
+
     /// Makes the bastion ready without holding a lease; the idle clock starts when it is ready.
     pub async fn up(&self) -> Shared<Ready> {
         self.ask(Cmd::Up).await?
+    }
+
+    /// Starts the bastion if needed and waits until it is `running` with its address known, without an SSH
+    /// session: for `bastionctl trust`, which reads a host key nothing vouches for yet. The bastion is then this
+    /// daemon's like any other: its idle clock runs and stops it after `idle_timeout` with no channel.
+    pub async fn start(&self) -> Shared<Reached> {
+        self.ask(Cmd::Start).await?
     }
 
     /// Stops the bastion now. Without `force`, refuses with [`Error::ChannelsOpen`] while channels are open; with it,
@@ -176,19 +194,27 @@ impl Bastion {
                 ..Default::default()
             },
         };
-        let id = match (&st.instance_id, &self.spec.instance) {
-            (Some(id), _) | (None, InstanceRef::Id(id)) => Some(id.clone()),
-            _ => None,
+        // A Name tag is looked up afresh: it may have moved to a rebuilt bastion, or be on several live instances.
+        let id = match &self.spec.instance {
+            InstanceRef::Id(id) => Ok(id.clone()),
+            InstanceRef::NameTag(_) => {
+                match tokio::time::timeout(STATUS_TIMEOUT, crate::ec2::resolve(&*self.ec2, &self.spec.instance)).await {
+                    Ok(res) => res.map_err(|e| e.to_string()),
+                    Err(_) => Err("DescribeInstances timed out".into()),
+                }
+            }
         };
-        if let Some(id) = id {
-            st.instance_id = Some(id.clone());
-            st.state = match tokio::time::timeout(STATUS_TIMEOUT, self.ec2.describe(&id)).await {
-                Ok(Ok(info)) => info.state.to_string(),
-                Ok(Err(e)) => format!("unknown ({e})"),
-                Err(_) => "unknown (DescribeInstances timed out)".into(),
-            };
-        } else if st.state.is_empty() {
-            st.state = "unknown (the instance of its Name tag is not found yet; the daemon log says why)".into();
+        match id {
+            Ok(id) => {
+                st.instance_id = Some(id.clone());
+                st.state = match tokio::time::timeout(STATUS_TIMEOUT, self.ec2.describe(&id)).await {
+                    Ok(Ok(info)) => info.state.to_string(),
+                    Ok(Err(e)) => format!("unknown ({e})"),
+                    Err(_) => "unknown (DescribeInstances timed out)".into(),
+                };
+            }
+            Err(e) if st.state.is_empty() => st.state = format!("unknown ({e})"),
+            Err(_) => {}
         }
         st
     }

@@ -14,6 +14,11 @@ use crate::error::Error;
 use crate::progress::Progress;
 use crate::tunnel::Dialer;
 
+/// True when the error says the instance no longer exists as a bastion (not found, or terminated).
+pub(super) fn is_gone(e: &Error) -> bool {
+    matches!(e, Error::Terminated { .. } | Error::Ec2(Ec2Error::NotFound { .. }))
+}
+
 /// Calls this daemon made, for `status` and for tests that count StartInstances.
 #[derive(Debug, Default)]
 pub(super) struct Counters {
@@ -34,9 +39,55 @@ pub(super) struct Starter {
 impl Starter {
     /// Resolves the instance id (from the Name tag if configured so).
     pub async fn resolve(&self) -> Result<String, Error> {
-        match &self.spec.instance {
-            InstanceRef::Id(id) => Ok(id.clone()),
-            InstanceRef::NameTag(tag) => Ok(self.ec2.find_by_name_tag(tag).await?),
+        Ok(crate::ec2::resolve(&*self.ec2, &self.spec.instance).await?)
+    }
+
+    /// Brings up the instance `known` (the id resolved earlier) or, without one, the one the config names. When the
+    /// bastion is configured by `name_tag` and the known instance is gone (not found, or terminated: the bastion was
+    /// rebuilt), the tag is resolved again and the instance it names now is brought up. Returns the id used.
+    pub async fn bring_up_any(&self, known: Option<String>) -> (Option<String>, Result<Ready, Error>) {
+        self.on_instance(known, |id| async move { self.bring_up(&id).await }).await
+    }
+
+    /// Like [`Starter::bring_up_any`], but only up to `running` with its address known: no SSH session (for
+    /// `bastionctl trust`, which must see a host key that nothing vouches for yet).
+    pub async fn reach_any(&self, known: Option<String>) -> (Option<String>, Result<SocketAddr, Error>) {
+        self.on_instance(known, |id| async move {
+            let deadline = Instant::now() + self.spec.start_timeout;
+            let running = self.wait_running(&id, deadline).await?;
+            let addr = self.address(&running).await?;
+            self.progress.say(format!("bastion {} ({id}) is running at {addr}", self.spec.name));
+            Ok(addr)
+        })
+        .await
+    }
+
+    /// Runs `f` on the instance (see [`Starter::bring_up_any`] for how it is found, and found again).
+    async fn on_instance<T, F, Fut>(&self, known: Option<String>, f: F) -> (Option<String>, Result<T, Error>)
+    where
+        F: Fn(String) -> Fut,
+        Fut: std::future::Future<Output = Result<T, Error>>,
+    {
+        let id = match known.clone() {
+            Some(id) => id,
+            None => match self.resolve().await {
+                Ok(id) => id,
+                Err(e) => return (None, Err(e)),
+            },
+        };
+        let res = f(id.clone()).await;
+        let by_tag = matches!(self.spec.instance, InstanceRef::NameTag(_));
+        match res {
+            Err(e) if by_tag && known.is_some() && is_gone(&e) => match self.resolve().await {
+                Ok(new) if new != id => {
+                    self.progress.say(format!("{id} is gone ({e}); {} now names {new}", self.spec.instance));
+                    let res = f(new.clone()).await;
+                    (Some(new), res)
+                }
+                Ok(_) => (Some(id), Err(e)),
+                Err(again) => (None, Err(again)),
+            },
+            res => (Some(id), res),
         }
     }
 

@@ -21,6 +21,11 @@ struct FakeEc2 {
     st: Mutex<FakeState>,
     starts: AtomicUsize,
     stops: AtomicUsize,
+    describes: AtomicUsize,
+    /// What the Name tag lookup finds: one id, or several (ambiguous).
+    tagged: Mutex<Result<String, Vec<String>>>,
+    /// Ids that are terminated (the one state machine above is every other id's).
+    terminated: Mutex<Vec<String>>,
     pending_for: Duration,
     stopping_for: Duration,
 }
@@ -37,6 +42,9 @@ impl FakeEc2 {
             st: Mutex::new(FakeState { state, until }),
             starts: AtomicUsize::new(0),
             stops: AtomicUsize::new(0),
+            describes: AtomicUsize::new(0),
+            tagged: Mutex::new(Ok("i-0123456789abcdef0".into())),
+            terminated: Mutex::new(Vec::new()),
             pending_for,
             stopping_for,
         })
@@ -69,10 +77,18 @@ fn incorrect_state(op: &'static str) -> Ec2Error {
 #[async_trait::async_trait]
 impl Ec2Api for FakeEc2 {
     async fn describe(&self, id: &str) -> Result<InstanceInfo, Ec2Error> {
-        Ok(InstanceInfo { instance_id: id.into(), state: self.state(), public_ip: None, vpc_id: None })
+        self.describes.fetch_add(1, Ordering::SeqCst);
+        let state = match self.terminated.lock().unwrap().iter().any(|t| t == id) {
+            true => InstanceState::Terminated,
+            false => self.state(),
+        };
+        Ok(InstanceInfo { instance_id: id.into(), state, public_ip: None, vpc_id: None })
     }
-    async fn find_by_name_tag(&self, _name: &str) -> Result<String, Ec2Error> {
-        Ok("i-0123456789abcdef0".into())
+    async fn find_by_name_tag(&self, name: &str) -> Result<String, Ec2Error> {
+        match &*self.tagged.lock().unwrap() {
+            Ok(id) => Ok(id.clone()),
+            Err(ids) => Err(Ec2Error::Ambiguous { name: name.into(), ids: ids.clone() }),
+        }
     }
     async fn elastic_ip(&self, _id: &str) -> Result<Option<IpAddr>, Ec2Error> {
         Ok(Some(IpAddr::V4(Ipv4Addr::new(127, 0, 2, 1))))
@@ -150,18 +166,29 @@ struct World {
 }
 
 fn world(state: InstanceState, pending_for: Duration, stopping_for: Duration, start_timeout: Duration) -> World {
+    world_with(state, pending_for, stopping_for, start_timeout, |_| {})
+}
+
+fn world_with(
+    state: InstanceState,
+    pending_for: Duration,
+    stopping_for: Duration,
+    start_timeout: Duration,
+    tweak: impl FnOnce(&mut BastionSpec),
+) -> World {
     let ec2 = FakeEc2::new(state, pending_for, stopping_for);
     let dialer = Arc::new(FakeDialer::default());
-    let spec = BastionSpec {
+    let mut spec = BastionSpec {
         name: "test".into(),
         instance: crate::config::InstanceRef::Id("i-0123456789abcdef0".into()),
         port: 22,
         address: None,
         idle_timeout: IDLE,
         start_timeout,
-        rules: vec![],
-        target_ports: vec![22],
+        watch_interval: crate::config::DEFAULT_WATCH_INTERVAL,
+        adopt: true,
     };
+    tweak(&mut spec);
     let token = CancellationToken::new();
     let bastion = Bastion::spawn(spec, ec2.clone(), dialer.clone(), token.clone());
     World { ec2, dialer, bastion, _shutdown: token.drop_guard() }
@@ -357,4 +384,136 @@ async fn clock_jump_never_stops_with_a_lease_and_stops_an_idle_bastion_once() {
         pass,
     );
     assert!(pass, "{with_lease} {idle_clock:?} {early} {on_time} {after_second_jump}");
+}
+
+/// Issue 10: a bastion started outside the daemon (console, CLI) while the daemon idles is noticed by the idle
+/// watch within `watch_interval` (+20 % jitter) and stopped `idle_timeout` later.
+#[tokio::test(start_paused = true)]
+async fn a_bastion_started_elsewhere_while_idle_is_adopted_and_stopped() {
+    let w = stopped_world();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    w.ec2.set(InstanceState::Running, None); // someone ran `aws ec2 start-instances`
+    let watch = crate::config::DEFAULT_WATCH_INTERVAL;
+    let t0 = Instant::now();
+    let mut noticed = None;
+    while t0.elapsed() <= watch.mul_f64(1.2) + Duration::from_secs(1) {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        if w.bastion.status().await.idle_stop_in_secs.is_some() {
+            noticed = Some(t0.elapsed());
+            break;
+        }
+    }
+    let early = w.ec2.stops.load(Ordering::SeqCst);
+    tokio::time::sleep(IDLE + Duration::from_secs(2)).await;
+    let stops = w.ec2.stops.load(Ordering::SeqCst);
+    let in_window = noticed.is_some_and(|t| t + Duration::from_secs(1) >= watch.mul_f64(0.8) && t <= watch.mul_f64(1.2) + Duration::from_secs(1));
+    let pass = in_window && early == 0 && stops == 1 && w.ec2.starts.load(Ordering::SeqCst) == 0;
+    bastionctl_lab::report::record(
+        "10-adopt",
+        "bastion started outside the daemon while it idles",
+        "the idle daemon re-reads the instance state every watch_interval (default 5 min, ±20 % jitter), adopts a \
+         running bastion with no channels and stops it after idle_timeout (adopt = true)",
+        &format!(
+            "started elsewhere 1 s after the daemon: noticed (idle clock running) after {} (watch_interval {} s \
+             ±20 %); StopInstances {stops}× idle_timeout ({} s) later, none before (virtual time)",
+            noticed.map_or("NEVER".into(), |t| format!("{} s", t.as_secs())),
+            watch.as_secs(),
+            IDLE.as_secs()
+        ),
+        pass,
+    );
+    assert!(pass, "noticed {noticed:?}, early {early}, stops {stops}");
+}
+
+/// With `adopt = false` a bastion the daemon did not start is left running; one it started itself is still stopped.
+#[tokio::test(start_paused = true)]
+async fn adopt_false_leaves_a_bastion_it_did_not_start_running() {
+    let w = world_with(InstanceState::Running, Duration::ZERO, Duration::from_secs(5), Duration::from_secs(300), |s| {
+        s.adopt = false;
+    });
+    drop(w.bastion.acquire().await.unwrap());
+    tokio::time::sleep(IDLE * 3).await;
+    assert_eq!(w.ec2.stops.load(Ordering::SeqCst), 0, "not started here: not stopped here");
+    assert_eq!(w.bastion.status().await.idle_stop_in_secs, None);
+    // `down` still stops it on request; a start of its own is stopped when idle.
+    w.bastion.down(false).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    drop(w.bastion.acquire().await.unwrap());
+    assert_eq!(w.ec2.starts.load(Ordering::SeqCst), 1);
+    tokio::time::sleep(IDLE + Duration::from_secs(1)).await;
+    assert_eq!(w.ec2.stops.load(Ordering::SeqCst), 2);
+}
+
+fn tagged_world() -> World {
+    world_with(InstanceState::Stopped, Duration::from_secs(10), Duration::from_secs(20), Duration::from_secs(300), |s| {
+        s.instance = crate::config::InstanceRef::NameTag("lab-bastion".into());
+    })
+}
+
+/// Issue 10: a Name tag is resolved again when the instance it named is terminated (the bastion was rebuilt).
+#[tokio::test(start_paused = true)]
+async fn name_tag_is_resolved_again_when_its_instance_is_terminated() {
+    let w = tagged_world();
+    let first = w.bastion.acquire().await.unwrap();
+    assert_eq!(first.ready.instance_id, "i-0123456789abcdef0");
+    // The bastion is rebuilt: the old instance is terminated (its sshd goes with it), the tag moves to a new one.
+    w.ec2.terminated.lock().unwrap().push("i-0123456789abcdef0".into());
+    *w.ec2.tagged.lock().unwrap() = Ok("i-0fedcba9876543210".into());
+    w.ec2.set(InstanceState::Stopped, None);
+    first.ready.session.close();
+    drop(first);
+    let res = w.bastion.acquire().await;
+    let got = res.as_ref().map(|l| l.ready.instance_id.clone()).map_err(|e| e.to_string());
+    let status = w.bastion.status().await;
+    let pass = got.as_deref() == Ok("i-0fedcba9876543210")
+        && status.instance_id.as_deref() == Some("i-0fedcba9876543210")
+        && status.state == "running";
+    bastionctl_lab::report::record(
+        "10-name-tag",
+        "name_tag instance terminated and rebuilt while the daemon runs",
+        "the Name tag is resolved again when its instance is not found or terminated; the next demand uses the new \
+         instance",
+        &format!("after the old instance was terminated and the tag moved: next demand got {got:?}; status says {} {}",
+            status.instance_id.as_deref().unwrap_or("-"), status.state),
+        pass,
+    );
+    assert!(pass, "{got:?} {status:?}");
+}
+
+/// Issue 10: two live instances with the bastion's Name tag: `status` says so (not "not found").
+#[tokio::test(start_paused = true)]
+async fn status_says_when_two_live_instances_carry_the_name_tag() {
+    let w = tagged_world();
+    *w.ec2.tagged.lock().unwrap() = Err(vec!["i-0000000000000000a".into(), "i-0000000000000000b".into()]);
+    let st = w.bastion.status().await;
+    assert!(
+        st.state.contains("several instances are tagged Name=lab-bastion: i-0000000000000000a, i-0000000000000000b"),
+        "{st:?}"
+    );
+    let err = w.bastion.acquire().await.err().expect("refused");
+    assert_eq!(err.kind(), "ambiguous", "{err}");
+}
+
+/// The actor answers the instance id it knows without asking EC2 again (the daemon's VPC lookup uses it).
+#[tokio::test(start_paused = true)]
+async fn the_instance_id_comes_from_the_actor_once_resolved() {
+    let w = tagged_world();
+    assert_eq!(w.bastion.instance_id().await.unwrap(), "i-0123456789abcdef0");
+    *w.ec2.tagged.lock().unwrap() = Err(vec![]);
+    assert_eq!(w.bastion.instance_id().await.unwrap(), "i-0123456789abcdef0", "cached, not looked up again");
+}
+
+/// `bastionctl trust`'s start (issue 10): the daemon starts the bastion to `running` without dialing a session
+/// (the host key may not be trusted yet), and its idle clock then stops it.
+#[tokio::test(start_paused = true)]
+async fn start_without_a_session_runs_the_idle_clock() {
+    let w = stopped_world();
+    let reached = w.bastion.start().await.expect("running");
+    assert_eq!(reached.addr.to_string(), "127.0.2.1:22");
+    assert_eq!(reached.instance_id, "i-0123456789abcdef0");
+    assert_eq!(w.dialer.dials.load(Ordering::SeqCst), 0, "no session for a start");
+    assert_eq!(w.ec2.starts.load(Ordering::SeqCst), 1);
+    assert!(w.bastion.status().await.idle_stop_in_secs.is_some(), "the idle clock runs");
+    tokio::time::sleep(IDLE + Duration::from_secs(1)).await;
+    assert_eq!(w.ec2.stops.load(Ordering::SeqCst), 1, "stopped after idle_timeout");
 }

@@ -62,3 +62,38 @@ async fn case8_restarted_daemon_adopts_and_stops_the_bastion_and_a_proxy_starts_
         running_after_kill == "running" && restarted && adopted_in_time && auto_ok && new_daemon,
     );
 }
+
+/// Issue 10: a bastion started outside the daemon (here with the AWS SDK, as the console or the AWS CLI would)
+/// while the daemon idles is noticed by the idle watch (`watch_interval`) and stopped `idle_timeout` later.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn case10_a_bastion_started_elsewhere_is_adopted_by_the_idle_watch() {
+    let (idle, watch) = (Duration::from_secs(3), Duration::from_secs(2));
+    let lab = lab(opts(idle, Duration::from_secs(90))).await;
+    let cfg = &lab.files().config;
+    let text = std::fs::read_to_string(cfg).unwrap();
+    std::fs::write(cfg, format!("{text}watch_interval = \"{}ms\"\n", watch.as_millis())).unwrap();
+    let _daemon = lab.start_daemon().await.expect("daemon");
+    let before = lab.instance_state().await.unwrap_or_default();
+    let t = Instant::now();
+    lab.ec2().start_instances().instance_ids(lab.instance_id()).send().await.expect("StartInstances from outside");
+    let bound = watch.mul_f64(1.2) + idle + STOP_SLACK;
+    let stopped = lab.wait_instance_state("stopped", bound).await.is_ok();
+    let after = t.elapsed();
+    let log = lab.daemon_log();
+    let said = log.lines().find(|l| l.contains("adopting it")).unwrap_or("").trim().to_string();
+    record(
+        &lab,
+        "10-adopt-lab",
+        "bastion started from outside while the daemon idles (lab)",
+        "noticed within watch_interval (+20 % jitter) and stopped idle_timeout later, without any demand",
+        &format!(
+            "was {before}; StartInstances from the SDK; the daemon (watch_interval {}, idle_timeout {}) stopped it {} \
+             later; log: {:?}",
+            secs(watch),
+            secs(idle),
+            if stopped { secs(after) } else { "NEVER".into() },
+            said.split("adopting").nth(1).map(|s| format!("adopting{s}")).unwrap_or_default(),
+        ),
+        before == "stopped" && stopped && after >= idle && !said.is_empty(),
+    );
+}

@@ -14,12 +14,11 @@
 //!   So `*.internal`, `*.corp.example.com` and `ip-10-*.ec2.internal` are fine; `*`, `*.*`, `db-*`, `*.com` and
 //!   `*.co.uk` are refused. Names without wildcards are single hosts and always fine.
 
-use std::net::IpAddr;
-
 use ipnet::IpNet;
 use wildmatch::WildMatch;
 
 use crate::config::TargetRule;
+use crate::target::TargetHost;
 
 /// Widest IPv4 block with public addresses a config may allow without writing `0.0.0.0/0` (AWS's largest VPC block).
 pub const MAX_PUBLIC_PREFIX_V4: u8 = 16;
@@ -73,22 +72,25 @@ impl RuleSet {
 }
 
 /// Checks `host:port` against `set`. IP-literal hosts match CIDR rules only; host names match the `*`/`?` patterns
-/// only (case-insensitive), so a name can never smuggle in an address outside the CIDR blocks.
+/// only (case-insensitive), so a name can never smuggle in an address outside the CIDR blocks. `host` has been
+/// checked by [`TargetHost::parse`] (RFC 1123 syntax, numeric look-alikes refused), so a pattern sees only a
+/// normalised name.
 ///
 /// Errors: a sentence naming the rule set that did not match, e.g. `8.8.8.8 matches none of VPC vpc-1 CIDR blocks
 /// [10.0.0.0/16]`.
-pub fn check(set: &RuleSet, host: &str, port: u16) -> Result<(), String> {
-    let host_l = host.trim_start_matches('[').trim_end_matches(']').to_ascii_lowercase();
-    let is_ip = host_l.parse::<IpAddr>();
-    let matched = match &is_ip {
-        Ok(ip) => set.rules.iter().find(|r| matches!(r, TargetRule::Cidr(n) if n.contains(ip))),
-        Err(_) => set.rules.iter().find(|r| matches!(r, TargetRule::Pattern(p) if WildMatch::new(p).matches(&host_l))),
+pub fn check(set: &RuleSet, host: &TargetHost, port: u16) -> Result<(), String> {
+    let matched = match host {
+        TargetHost::Ip(ip) => set.rules.iter().find(|r| matches!(r, TargetRule::Cidr(n) if n.contains(ip))),
+        TargetHost::Name(name) => {
+            set.rules.iter().find(|r| matches!(r, TargetRule::Pattern(p) if WildMatch::new(p).matches(name)))
+        }
     };
     let Some(rule) = matched else {
         if set.rules.is_empty() {
             return Err(format!("{host} matches nothing: {} is empty", set.source));
         }
-        let names_need_patterns = is_ip.is_err() && !set.rules.iter().any(|r| matches!(r, TargetRule::Pattern(_)));
+        let is_name = matches!(host, TargetHost::Name(_));
+        let names_need_patterns = is_name && !set.rules.iter().any(|r| matches!(r, TargetRule::Pattern(_)));
         let note =
             if names_need_patterns { " (a host name needs a pattern such as *.internal in `targets`)" } else { "" };
         return Err(format!("{host} matches none of {}{note}", set.describe()));
@@ -158,6 +160,10 @@ fn refuse_open_pattern(p: &str) -> Result<(), String> {
 mod tests {
     use super::*;
     use crate::config::parse_target;
+
+    fn check(set: &RuleSet, host: &str, port: u16) -> Result<(), String> {
+        super::check(set, &TargetHost::parse(host).unwrap(), port)
+    }
 
     fn set(list: &[&str], ports: &[u16]) -> RuleSet {
         RuleSet::configured(list.iter().map(|s| parse_target(s).unwrap()).collect(), ports.to_vec())

@@ -27,6 +27,8 @@ use locate::{key_at, key_span, line_of};
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(15 * 60);
 /// Default `start_timeout`: the bound on "stopped" to "sshd answers", measured real EC2 start-to-SSH is about 21 s.
 pub const DEFAULT_START_TIMEOUT: Duration = Duration::from_secs(5 * 60);
+/// Default `watch_interval`: how often an idle daemon re-reads the instance state (one DescribeInstances).
+pub const DEFAULT_WATCH_INTERVAL: Duration = Duration::from_secs(5 * 60);
 /// Default SSH port of the bastion.
 pub const DEFAULT_SSH_PORT: u16 = 22;
 
@@ -166,6 +168,16 @@ pub struct BastionConfig {
     /// Give up when the bastion is not answering SSH this long after the demand, e.g. `"5m"`.
     #[serde(default = "default_start", with = "humantime_serde")]
     pub start_timeout: Duration,
+    /// While the daemon idles (no session to this bastion), re-read the instance state this often, with ±20 %
+    /// jitter, to notice a bastion started elsewhere (the console, the AWS CLI, another tool). `"0s"` turns it off.
+    /// One DescribeInstances per bastion per interval: mind the account's EC2 API rate limits with many users.
+    #[serde(default = "default_watch", with = "humantime_serde")]
+    pub watch_interval: Duration,
+    /// Also stop a bastion this daemon did not start (found `running` at startup or by the watch) once it has had
+    /// no channel for `idle_timeout`. Default true: a bastion someone started by hand and forgot costs money and
+    /// leaves port 22 open; set false for a bastion that others run on purpose and that must stay up.
+    #[serde(default = "default_true")]
+    pub adopt: bool,
     /// Connect to this address instead of the Elastic IP / public IP that EC2 reports.
     pub address: Option<IpAddr>,
     /// Where it may forward to: CIDR blocks (`10.0.16.0/20`) and host-name patterns with `*` and `?`
@@ -198,6 +210,9 @@ fn default_idle() -> Duration {
 }
 fn default_start() -> Duration {
     DEFAULT_START_TIMEOUT
+}
+fn default_watch() -> Duration {
+    DEFAULT_WATCH_INTERVAL
 }
 fn default_ports() -> Vec<u16> {
     vec![22]
@@ -279,6 +294,7 @@ impl Config {
             None => Ok(&self.bastions[0]),
             Some(n) => self.bastions.iter().find(|b| b.name() == n).ok_or_else(|| {
                 let known: Vec<String> = self.bastions.iter().map(|b| b.name()).collect();
+                let n = crate::escape::Escaped(n);
                 format!("no bastion named `{n}` in {}; known: {}", self.source.display(), known.join(", "))
             }),
         }

@@ -58,6 +58,13 @@ pub enum Op {
         /// Bastion name from the config; `None` = the first.
         bastion: Option<String>,
     },
+    /// Start the bastion (default: the first configured) and wait until EC2 says `running` and its address is
+    /// known, without an SSH session: for `bastionctl trust`, which must see a host key nothing vouches for yet.
+    /// The daemon's idle clock then runs for it as for any bastion it started.
+    Start {
+        /// Bastion name from the config; `None` = the first.
+        bastion: Option<String>,
+    },
     /// Stop the bastion now.
     Down {
         /// Bastion name from the config; `None` = the first.
@@ -92,6 +99,9 @@ pub struct OkReply {
     /// The bastion address (`ip:port`), when known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub address: Option<String>,
+    /// The bastion's instance id (for `up` and `start`), when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance_id: Option<String>,
     /// For `connect`: the daemon-to-client bytes that follow are [`Frame`]s (only when the request asked for them).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub framed: bool,
