@@ -151,15 +151,15 @@ async fn tunnel(cfg: &Config, mut tcp: TcpStream, host: &str, port: u16, progres
     let _ = tcp.set_nodelay(true);
     let opened = crate::proxy::open(cfg, host, port, progress).await;
     progress.finish();
-    let (mut rd, mut wr, framed) = match opened {
+    let (mut down, mut wr) = match opened {
         Ok(o) => o,
         Err(e) => {
             let _ = tcp.set_zero_linger();
             return Err(e);
         }
     };
-    anyhow::ensure!(framed, "the daemon is too old to frame the tunnel; restart it");
-    let down_res = splice(&mut tcp, &mut rd, &mut wr).await;
+    anyhow::ensure!(down.framed, "the daemon is too old to frame the tunnel; restart it");
+    let down_res = splice(&mut tcp, &mut down, &mut wr).await;
     if down_res.is_err() {
         // Reset, so the client program sees an error instead of a clean end of a cut stream.
         let _ = tcp.set_zero_linger();
@@ -170,7 +170,7 @@ async fn tunnel(cfg: &Config, mut tcp: TcpStream, host: &str, port: u16, progres
 /// Copies the local connection to the daemon raw, and the daemon's frames back, until the daemon's side ends.
 async fn splice(
     tcp: &mut TcpStream,
-    rd: &mut tokio::io::BufReader<tokio::net::unix::OwnedReadHalf>,
+    from_daemon: &mut crate::proxy::Downstream,
     wr: &mut tokio::net::unix::OwnedWriteHalf,
 ) -> anyhow::Result<()> {
     let (mut tcp_rd, mut tcp_wr) = tcp.split();
@@ -180,7 +180,7 @@ async fn splice(
         res
     };
     let down = async {
-        let res = crate::proxy::copy_frames(rd, &mut tcp_wr).await;
+        let res = crate::proxy::copy_frames(&from_daemon.buffered, &mut from_daemon.rd, &mut tcp_wr).await;
         if res.is_ok() {
             let _ = tcp_wr.shutdown().await;
         }

@@ -3,54 +3,109 @@
 //!
 //! The daemon frames what it sends ([`control::Frame`]), so the proxy knows how the tunnel ended: the target closed
 //! it (exit 0) or it broke, e.g. the bastion's sshd died or stopped answering keepalives (exit 1 with the reason).
+//!
+//! The copy loops are lean: stdin and stdout are non-blocking pipes ([`stdio`]), each direction has one buffer
+//! allocated once, and frames are decoded in place ([`control::FrameDecoder`]), so each chunk is one read and one
+//! write. With `--fdpass` ([`fdpass`]) the proxy is not in the data path at all: it hands the socket to ssh and exits.
+
+mod fdpass;
+mod stdio;
 
 use anyhow::{Context, bail};
-use tokio::io::{AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufRead, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::UnixStream;
 
 use crate::client::{self, DaemonError};
 use crate::config::Config;
-use crate::control::{self, Frame, MIN_VERSION, Op, Reply, Request};
+use crate::control::{self, FrameDecoder, MIN_VERSION, Op, Piece, Reply, Request};
 use crate::progress_ui::ProgressUi;
 
 /// Bound on the whole negotiation before the tunnel starts: the bastion's `start_timeout` plus this slack.
 pub const NEGOTIATION_SLACK: std::time::Duration = std::time::Duration::from_secs(30);
 
+/// Bytes read from stdin per chunk (the socket to the daemon takes it in one write).
+const UPLOAD_CHUNK: usize = 64 * 1024;
+
+/// Bytes read from the daemon's socket per chunk: several frames of one SSH packet each.
+const DOWNLOAD_CHUNK: usize = 128 * 1024;
+
 /// Runs the proxy until the tunnel ends. Returns an error (for a non-zero exit) when the daemon refuses or fails.
 /// Progress lines go to `progress` (stderr, or nowhere with `--quiet`).
 pub async fn run(cfg: &Config, host: &str, port: u16, progress: &mut ProgressUi) -> anyhow::Result<()> {
-    let (rd, wr, framed) = open(cfg, host, port, progress).await?;
+    let (rd, wr) = open(cfg, host, port, progress).await?;
     progress.finish();
-    splice(rd, wr, framed).await
+    splice(rd, wr).await
 }
 
-/// Asks the daemon (starting one if none runs) for a tunnel to `host:port` and waits for it, under the longest
-/// `start_timeout` plus [`NEGOTIATION_SLACK`]. Returns the socket's halves and whether the daemon frames its bytes.
+/// Asks the daemon (starting one if none runs) for a framed tunnel to `host:port` and waits for it, under the
+/// longest `start_timeout` plus [`NEGOTIATION_SLACK`] (`bastionctl forward` uses it too).
 pub(crate) async fn open(
     cfg: &Config,
     host: &str,
     port: u16,
     progress: &mut ProgressUi,
-) -> anyhow::Result<(BufReader<tokio::net::unix::OwnedReadHalf>, tokio::net::unix::OwnedWriteHalf, bool)> {
+) -> anyhow::Result<(Downstream, tokio::net::unix::OwnedWriteHalf)> {
+    Ok(connect(cfg, host, port, true, DOWNLOAD_CHUNK, progress).await?.into_parts())
+}
+
+/// `proxy --fdpass`: negotiates, then passes the connected socket to ssh over stdout (ProxyUseFdpass) and returns.
+/// Errors before the handover (refused target, bastion not starting) are printed by the caller like without
+/// `--fdpass`; after it, a broken tunnel is a closed socket that ssh reports, and the daemon logs why.
+pub async fn run_fdpass(cfg: &Config, host: &str, port: u16, progress: &mut ProgressUi) -> anyhow::Result<()> {
+    // A one-byte buffer: nothing past the `ok` line may be read here, it is ssh's.
+    let negotiated = connect(cfg, host, port, false, 1, progress).await?;
+    progress.finish();
+    let stream = negotiated.io.into_inner().into_std().context("cannot take the tunnel socket")?;
+    fdpass::send_to_stdout(stream)
+}
+
+/// A negotiated tunnel: the socket after `ok`, with whatever the buffer read past it.
+struct Negotiated {
+    io: BufReader<UnixStream>,
+    framed: bool,
+}
+
+impl Negotiated {
+    fn into_parts(self) -> (Downstream, tokio::net::unix::OwnedWriteHalf) {
+        let buffered = self.io.buffer().to_vec();
+        let (rd, wr) = self.io.into_inner().into_split();
+        (Downstream { rd, buffered, framed: self.framed }, wr)
+    }
+}
+
+/// The daemon-to-client half: the socket, the bytes already buffered, and whether they are framed.
+pub(crate) struct Downstream {
+    pub(crate) rd: tokio::net::unix::OwnedReadHalf,
+    pub(crate) buffered: Vec<u8>,
+    pub(crate) framed: bool,
+}
+
+/// Connects to (or starts) the daemon, asks for `host:port` and waits for `ok` under the negotiation bound.
+async fn connect(
+    cfg: &Config,
+    host: &str,
+    port: u16,
+    framed: bool,
+    buf: usize,
+    progress: &mut ProgressUi,
+) -> anyhow::Result<Negotiated> {
     // Checked here too (the daemon checks every request), so a bad name fails before a daemon is started for it.
     let host = crate::target::TargetHost::parse(host)?;
     let stream = client::connect_or_spawn(cfg).await?;
-    let (rd, mut wr) = stream.into_split();
-    let mut rd = BufReader::new(rd);
-    let req = Request { v: MIN_VERSION, op: Op::Connect { host: host.to_string(), port, framed: true } };
-    control::write_line(&mut wr, &req).await.context("cannot send the request to the daemon")?;
+    let mut io = BufReader::with_capacity(buf, stream);
+    // Version 1: a newer proxy still works with an older daemon that is still running.
+    let req = Request { v: MIN_VERSION, op: Op::Connect { host: host.to_string(), port, framed } };
+    control::write_line(io.get_mut(), &req).await.context("cannot send the request to the daemon")?;
     let longest = cfg.bastions.iter().map(|b| b.start_timeout).max().unwrap_or_default() + NEGOTIATION_SLACK;
-    let framed = tokio::time::timeout(longest, negotiate(&mut rd, progress))
+    let framed = tokio::time::timeout(longest, negotiate(&mut io, progress))
         .await
         .with_context(|| format!("the daemon gave no answer within {}s", longest.as_secs()))??;
-    Ok((rd, wr, framed))
+    Ok(Negotiated { io, framed })
 }
 
 /// Reads replies until `ok` (tunnel starts; returns whether the daemon frames its bytes) or `error` (a
 /// [`DaemonError`]); progress goes to `progress`.
-async fn negotiate<R>(rd: &mut R, progress: &mut ProgressUi) -> anyhow::Result<bool>
-where
-    R: tokio::io::AsyncBufRead + Unpin,
-{
+async fn negotiate<R: AsyncBufRead + Unpin>(rd: &mut R, progress: &mut ProgressUi) -> anyhow::Result<bool> {
     loop {
         let reply: Reply = control::read_line(rd).await.context("the daemon closed the connection")?;
         match reply {
@@ -64,56 +119,57 @@ where
 
 /// Copies both ways until the daemon's side ends. A stdin EOF is passed on as a write shutdown (EOF to the target).
 /// Returns an error when the tunnel broke (framed: an error frame, or the socket ending without an end frame).
-async fn splice(
-    mut rd: BufReader<tokio::net::unix::OwnedReadHalf>,
-    mut wr: tokio::net::unix::OwnedWriteHalf,
-    framed: bool,
-) -> anyhow::Result<()> {
+async fn splice(down: Downstream, mut wr: tokio::net::unix::OwnedWriteHalf) -> anyhow::Result<()> {
     let upload = tokio::spawn(async move {
-        let mut stdin = tokio::io::stdin();
-        tokio::io::copy(&mut stdin, &mut wr).await?;
+        let mut stdin = BufReader::with_capacity(UPLOAD_CHUNK, stdio::stdin());
+        tokio::io::copy_buf(&mut stdin, &mut wr).await?;
         wr.shutdown().await
     });
-    let mut stdout = tokio::io::stdout();
-    let down = match framed {
-        true => copy_frames(&mut rd, &mut stdout).await,
-        false => tokio::io::copy_buf(&mut rd, &mut stdout).await.map(drop).context("the tunnel broke while receiving"),
+    let mut stdout = stdio::stdout();
+    let res = match down.framed {
+        true => copy_frames(&down.buffered[..], down.rd, &mut stdout).await,
+        false => {
+            let mut rd = BufReader::with_capacity(DOWNLOAD_CHUNK, (&down.buffered[..]).chain(down.rd));
+            tokio::io::copy_buf(&mut rd, &mut stdout).await.map(drop).context("the tunnel broke while receiving")
+        }
     };
     let _ = stdout.flush().await;
-    down?;
-    if upload.is_finished() {
-        if let Ok(Err(e)) = upload.await {
-            // The far end closed first and our last writes had nowhere to go: not an error for the user's ssh.
-            tracing::debug!("upload ended with {e}");
-        }
+    res?;
+    if upload.is_finished()
+        && let Ok(Err(e)) = upload.await
+    {
+        // The far end closed first and our last writes had nowhere to go: not an error for the user's ssh.
+        tracing::debug!("upload ended with {e}");
     }
     Ok(())
 }
 
-/// Copies data frames to `out` until the end frame; an error frame or a cut stream is an error saying why.
-pub(crate) async fn copy_frames<R, W>(rd: &mut R, out: &mut W) -> anyhow::Result<()>
+/// Copies the payloads of data frames to `out` until the end frame; an error frame or a cut stream is an error
+/// saying why. `first` holds bytes already read from the socket. One buffer, decoded in place.
+pub(crate) async fn copy_frames<R, W>(first: &[u8], mut rd: R, out: &mut W) -> anyhow::Result<()>
 where
-    R: tokio::io::AsyncBufRead + Unpin,
-    W: tokio::io::AsyncWrite + Unpin,
+    R: tokio::io::AsyncRead + Unpin,
+    W: tokio::io::AsyncWrite + Unpin + ?Sized,
 {
-    use tokio::io::AsyncReadExt;
+    let mut decoder = FrameDecoder::default();
+    let mut buf = vec![0u8; DOWNLOAD_CHUNK];
+    let mut chunk: &[u8] = first;
     loop {
-        match control::read_frame(rd).await {
-            Ok(Frame::Data(n)) => {
-                let copied = tokio::io::copy_buf(&mut (&mut *rd).take(u64::from(n)), out)
-                    .await
-                    .context("cannot write the tunnel's bytes to stdout")?;
-                if copied < u64::from(n) {
-                    bail!("the daemon closed the tunnel in the middle of a frame; see the daemon's log");
-                }
+        while let Some(piece) = decoder.next(&mut chunk).context("the tunnel broke while receiving")? {
+            match piece {
+                Piece::Data(data) => out.write_all(data).await.context("cannot write the tunnel's bytes to stdout")?,
+                Piece::End => return Ok(()),
+                Piece::Error(e) => return Err(DaemonError::from(e).into()),
             }
-            Ok(Frame::End) => return Ok(()),
-            Ok(Frame::Error(e)) => return Err(DaemonError::from(e).into()),
-            Err(control::FrameError::Closed) => {
-                bail!("the daemon closed the tunnel without ending it (did the daemon exit? see its log)")
-            }
-            Err(e) => return Err(e).context("the tunnel broke while receiving"),
         }
+        let n = rd.read(&mut buf).await.context("the tunnel broke while receiving")?;
+        if n == 0 {
+            match decoder.mid_frame() {
+                true => bail!("the daemon closed the tunnel in the middle of a frame; see the daemon's log"),
+                false => bail!("the daemon closed the tunnel without ending it (did the daemon exit? see its log)"),
+            }
+        }
+        chunk = &buf[..n];
     }
 }
 
@@ -122,25 +178,32 @@ mod tests {
     use super::*;
     use crate::control::{ErrorReply, data_frame_head, error_frame};
 
+    async fn frames(wire: &[u8], split: usize, out: &mut Vec<u8>) -> anyhow::Result<()> {
+        let (first, rest) = wire.split_at(split.min(wire.len()));
+        copy_frames(first, rest, out).await
+    }
+
     #[tokio::test]
     async fn frames_reach_stdout_and_the_end_decides_the_outcome() {
         let mut wire = data_frame_head(5).to_vec();
         wire.extend_from_slice(b"hello");
         let mut clean = wire.clone();
         clean.push(control::FRAME_END);
-        let mut out = Vec::new();
-        copy_frames(&mut BufReader::new(&clean[..]), &mut out).await.unwrap();
-        assert_eq!(out, b"hello");
+        for split in [0, 3, 7, clean.len()] {
+            let mut out = Vec::new();
+            frames(&clean, split, &mut out).await.unwrap();
+            assert_eq!(out, b"hello");
+        }
 
         let mut broken = wire.clone();
         let e = ErrorReply { kind: "tunnel_broken".into(), message: "the session ended".into(), hint: Some("retry".into()) };
         broken.extend_from_slice(&error_frame(&e));
-        let err = copy_frames(&mut BufReader::new(&broken[..]), &mut Vec::new()).await.unwrap_err();
+        let err = frames(&broken, 2, &mut Vec::new()).await.unwrap_err();
         assert_eq!(format!("{err:#}"), "the session ended\n  hint: retry");
 
-        let err = copy_frames(&mut BufReader::new(&wire[..]), &mut Vec::new()).await.unwrap_err();
+        let err = frames(&wire, 0, &mut Vec::new()).await.unwrap_err();
         assert!(format!("{err:#}").contains("without ending it"), "{err:#}");
-        let err = copy_frames(&mut BufReader::new(&wire[..7]), &mut Vec::new()).await.unwrap_err();
+        let err = frames(&wire[..7], 0, &mut Vec::new()).await.unwrap_err();
         assert!(format!("{err:#}").contains("middle of a frame"), "{err:#}");
     }
 }

@@ -33,7 +33,8 @@ pub(super) async fn run(args: Args) -> anyhow::Result<()> {
     let cfg = Config::load_default(args.config.as_deref())?;
     let mut progress = ProgressUi::new(Mode::detect(args.quiet));
     match args.command {
-        Command::Proxy { host, port } => crate::proxy::run(&cfg, &host, port, &mut progress).await,
+        Command::Proxy { host, port, fdpass: false } => crate::proxy::run(&cfg, &host, port, &mut progress).await,
+        Command::Proxy { host, port, fdpass: true } => crate::proxy::run_fdpass(&cfg, &host, port, &mut progress).await,
         Command::Daemon => run_daemon(cfg).await,
         Command::Up { bastion } => {
             let stream = client::connect_or_spawn(&cfg).await?;

@@ -40,6 +40,10 @@ pub enum Command {
         host: String,
         /// Target port (%p).
         port: u16,
+        /// Pass the connected socket to ssh and exit (needs `ProxyUseFdpass yes` in ssh_config): the proxy process
+        /// then stays out of the data path.
+        #[arg(long)]
+        fdpass: bool,
     },
     /// Run the daemon in the foreground (what the systemd user unit runs).
     Daemon,
@@ -117,7 +121,12 @@ pub fn main() -> ExitCode {
         }
     };
     init_logging(&args);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    // The proxy is two copy loops on non-blocking pipes and a socket: one thread does it with no cross-thread wake-ups.
+    let mut builder = match args.command {
+        Command::Proxy { .. } => tokio::runtime::Builder::new_current_thread(),
+        _ => tokio::runtime::Builder::new_multi_thread(),
+    };
+    let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("bastionctl: error: cannot start the async runtime: {e}");

@@ -4,17 +4,16 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::BufReader;
 use tokio::net::UnixStream;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use super::Shared;
+use super::{Shared, splice};
 use crate::control::{self, ErrorReply, MIN_VERSION, OkReply, Op, Reply, Request, VERSION};
 use crate::error::Error;
-use crate::lifecycle::{Bastion, Lease};
-use crate::tunnel::BoxStream;
 use crate::escape::escape;
+use crate::lifecycle::Bastion;
 use crate::policy;
 use crate::target::{TargetError, TargetHost};
 
@@ -171,96 +170,9 @@ async fn connect(
         Error::Aborted(format!("client went away before the tunnel started: {e}"))
     })?;
     // On daemon shutdown the splice keeps going: the daemon's drain grace period bounds it (the task is dropped).
-    if framed {
-        splice_framed(io, channel, &lease, &target).await;
-    } else {
-        splice_raw(io, channel, &target).await;
-    }
+    splice::splice(io, channel, &lease, &target, framed).await;
     drop(lease);
     Ok(())
-}
-
-/// Raw splice for clients that predate framing: both directions raw; a broken tunnel looks like an EOF to them.
-async fn splice_raw(io: &mut BufReader<UnixStream>, mut channel: BoxStream, target: &str) {
-    match tokio::io::copy_bidirectional(io, &mut channel).await {
-        Ok((up, down)) => info!(%target, up, down, "channel closed"),
-        Err(e) => {
-            warn!(%target, "channel failed: {e}");
-            let _ = io.get_mut().shutdown().await;
-        }
-    }
-}
-
-/// Bytes read from the channel per data frame.
-const FRAME_CHUNK: usize = 64 * 1024;
-
-/// Framed splice: client-to-target bytes raw, target-to-client bytes as [`control::Frame`]s ending in `E` (the
-/// target sent EOF) or `X` (the tunnel broke). One buffer each way, so memory per tunnel is bounded; backpressure
-/// comes from the socket (client side) and the channel window (bastion side).
-async fn splice_framed(io: &mut BufReader<UnixStream>, channel: BoxStream, lease: &Lease, target: &str) {
-    let buffered = io.buffer().to_vec();
-    io.consume(buffered.len());
-    let (sock_rd, mut sock_wr) = io.get_mut().split();
-    let (mut ch_rd, mut ch_wr) = tokio::io::split(channel);
-    let up = async {
-        let mut from_client = tokio::io::AsyncReadExt::chain(&buffered[..], sock_rd);
-        let res = tokio::io::copy(&mut from_client, &mut ch_wr).await;
-        // EOF (or a broken client socket) from the client becomes EOF to the target.
-        let _ = ch_wr.shutdown().await;
-        res
-    };
-    let down = async {
-        let mut buf = vec![0u8; 5 + FRAME_CHUNK];
-        let mut total: u64 = 0;
-        let end: Result<(), ErrorReply> = loop {
-            match ch_rd.read(&mut buf[5..]).await {
-                Ok(0) if lease.ready.session.is_closed() => break Err(broken(lease, target, "its SSH session ended")),
-                Ok(0) => break Ok(()),
-                Ok(n) => {
-                    buf[..5].copy_from_slice(&control::data_frame_head(n));
-                    sock_wr.write_all(&buf[..5 + n]).await.map_err(Gone)?;
-                    total += n as u64;
-                }
-                Err(e) => break Err(broken(lease, target, &format!("reading the channel failed: {e}"))),
-            }
-        };
-        match &end {
-            Ok(()) => sock_wr.write_all(&[control::FRAME_END]).await.map_err(Gone)?,
-            Err(e) => sock_wr.write_all(&control::error_frame(e)).await.map_err(Gone)?,
-        }
-        let _ = sock_wr.shutdown().await;
-        Ok::<_, Gone>((total, end))
-    };
-    tokio::pin!(up, down);
-    let (down_res, up_res) = tokio::select! {
-        d = &mut down => {
-            // After a clean end the client still may be sending; after a failure the channel is useless.
-            let u = match &d { Ok((_, Ok(()))) => Some(up.await), _ => None };
-            (d, u)
-        }
-        u = &mut up => (down.await, Some(u)),
-    };
-    let up_bytes = match up_res {
-        Some(Ok(n)) => n.to_string(),
-        Some(Err(e)) => format!("failed ({e})"),
-        None => "cut".into(),
-    };
-    match down_res {
-        Ok((down, Ok(()))) => info!(%target, up = %up_bytes, down, "channel closed"),
-        Ok((down, Err(e))) => warn!(%target, up = %up_bytes, down, "tunnel broke: {}", e.message),
-        Err(Gone(e)) => info!(%target, up = %up_bytes, "client went away: {e}"),
-    }
-}
-
-/// The client's socket failed while the daemon was writing to it.
-struct Gone(std::io::Error);
-
-fn broken(lease: &Lease, target: &str, why: &str) -> ErrorReply {
-    ErrorReply {
-        kind: "tunnel_broken".into(),
-        message: format!("the tunnel to {target} through the bastion at {} broke: {why}", lease.ready.addr),
-        hint: Some("run ssh again: bastionctl opens a new session to the bastion (the daemon log says more)".into()),
-    }
 }
 
 async fn up(shared: &Shared, io: &mut BufReader<UnixStream>, name: Option<&str>) -> Result<(), ErrorReply> {

@@ -5,6 +5,7 @@ pub mod activation;
 mod conn;
 pub mod forwards;
 pub mod socket;
+mod splice;
 pub mod targets;
 
 use std::sync::Arc;
@@ -60,7 +61,9 @@ pub fn spawn_bastions(config: &Config, ec2: Arc<dyn Ec2Api>, shutdown: &Cancella
                 trust_command: crate::hostkeys::trust_command(&config.source, &b.name()),
                 console: Some(Arc::new(ec2.clone())),
             };
-            let dialer = Arc::new(SshDialer::new(settings).with_first_trust(first_trust));
+            let ciphers = b.cipher_names();
+            let dialer =
+                Arc::new(SshDialer::new(settings).with_ciphers(ciphers.as_deref()).with_first_trust(first_trust));
             let holder = crate::lifecycle::lease::local_holder(&config.source);
             Bastion::spawn(BastionSpec::from_config(b, holder), ec2.clone(), dialer, shutdown.child_token())
         })

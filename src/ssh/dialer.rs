@@ -24,6 +24,12 @@ pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(5);
 /// 15 s, and [`crate::tunnel::Session::is_closed`] turns true.
 pub const KEEPALIVE_MAX: usize = 2;
 
+/// The channel window we grant the bastion (bytes it may send before our next window adjust). russh's default.
+pub const WINDOW_SIZE: u32 = 2 * 1024 * 1024;
+
+/// The largest data packet we accept from the bastion; russh's (and OpenSSH's channel) default.
+pub const MAX_PACKET_SIZE: u32 = 32 * 1024;
+
 /// How to log in to a bastion; resolved from the bastion's config section.
 #[derive(Debug, Clone)]
 pub struct SshSettings {
@@ -45,13 +51,22 @@ pub struct SshSettings {
 pub struct SshDialer {
     settings: SshSettings,
     config: Arc<russh::client::Config>,
+    /// The configured `ciphers` (`None`: the default for this CPU).
+    ciphers: Option<Vec<String>>,
     first_trust: Option<FirstTrust>,
 }
 
 impl SshDialer {
-    /// A dialer logging in with `settings`.
+    /// A dialer logging in with `settings`, offering the default ciphers for this CPU ([`super::ciphers`]).
     pub fn new(settings: SshSettings) -> Self {
-        SshDialer { settings, config: Arc::new(client_config()), first_trust: None }
+        SshDialer { settings, config: Arc::new(client_config(None)), ciphers: None, first_trust: None }
+    }
+
+    /// Offers these ciphers (OpenSSH names, validated by the config) in this order instead of the default.
+    pub fn with_ciphers(mut self, ciphers: Option<&[String]>) -> Self {
+        self.ciphers = ciphers.map(<[String]>::to_vec);
+        self.config = Arc::new(client_config(ciphers));
+        self
     }
 
     /// Also checks host keys against bastionctl's pin file and gives unknown keys first trust (console output,
@@ -92,7 +107,7 @@ impl SshDialer {
         };
         // Like OpenSSH, ask for a host certificate only when a `@cert-authority` line could vouch for it.
         let config = match hostkey.wants_certificates() {
-            true => Arc::new(with_certificates(client_config())),
+            true => Arc::new(with_certificates(client_config(self.ciphers.as_deref()))),
             false => self.config.clone(),
         };
         let handler = ClientHandler { hostkey, events };
@@ -102,15 +117,19 @@ impl SshDialer {
     }
 }
 
-/// The russh client configuration used for every bastion.
-fn client_config() -> russh::client::Config {
-    russh::client::Config {
+/// The russh client configuration used for every bastion, with `ciphers` (or the default preference).
+fn client_config(ciphers: Option<&[String]>) -> russh::client::Config {
+    let mut config = russh::client::Config {
         nodelay: true,
         keepalive_interval: Some(KEEPALIVE_INTERVAL),
         keepalive_max: KEEPALIVE_MAX,
         inactivity_timeout: None,
+        window_size: WINDOW_SIZE,
+        maximum_packet_size: MAX_PACKET_SIZE,
         ..Default::default()
-    }
+    };
+    config.preferred.cipher = super::ciphers::preference(ciphers);
+    config
 }
 
 /// `config` also advertising the certificate variant of every host key algorithm it accepts.
@@ -146,7 +165,7 @@ mod tests {
 
     #[test]
     fn config_notices_a_dead_bastion() {
-        let c = client_config();
+        let c = client_config(None);
         assert!(c.nodelay);
         assert_eq!(c.inactivity_timeout, None);
         let notice = KEEPALIVE_INTERVAL * (KEEPALIVE_MAX as u32 + 1);

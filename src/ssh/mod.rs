@@ -9,6 +9,7 @@
 pub mod askpass;
 pub mod auth;
 pub mod banner;
+pub mod ciphers;
 mod dialer;
 mod error;
 mod handler;

@@ -84,6 +84,8 @@ pub struct ProductConfig<'a> {
     pub extra_target_ports: &'a [u16],
     /// TOML appended to the config (e.g. `[[forward]]` tables).
     pub extra_config: &'a str,
+    /// `ciphers` for the outer session, when set.
+    pub ciphers: Option<&'a [String]>,
 }
 
 /// The bastionctl config (format in docs/CONTRACTS.md).
@@ -95,7 +97,7 @@ pub fn product_config(f: &LabFiles, c: &ProductConfig<'_>) -> String {
          [[bastion]]\nname = \"lab\"\ninstance_id = {id}\nuser = {user}\nport = {bport}\n\
          identity_files = [{identity}]\nagent = false\nknown_hosts = {kh}\n\
          idle_timeout = \"{idle}ms\"\nstart_timeout = \"{start}ms\"\n\
-         {targets}target_ports = [{pport}]\n{lease}{extra}",
+         {targets}target_ports = [{pport}]\n{lease}{extra}{ciphers}",
         endpoint = toml_str(c.endpoint_url),
         socket = toml_path(&f.socket),
         log = toml_path(&f.daemon_log),
@@ -114,6 +116,10 @@ pub fn product_config(f: &LabFiles, c: &ProductConfig<'_>) -> String {
         pport = std::iter::once(c.private_port).chain(c.extra_target_ports.iter().copied()).map(|p| p.to_string()).collect::<Vec<_>>().join(", "),
         extra = c.extra_config,
         lease = c.lease_ttl.map(|t| format!("lease_ttl = \"{}ms\"\n", t.as_millis())).unwrap_or_default(),
+        ciphers = match c.ciphers {
+            Some(list) => format!("ciphers = [{}]\n", list.iter().map(|n| toml_str(n)).collect::<Vec<_>>().join(", ")),
+            None => String::new(),
+        },
     )
 }
 
@@ -127,10 +133,14 @@ pub struct HostBlock<'a> {
     pub port: u16,
     /// Extra lines, e.g. `ProxyCommand ...`.
     pub extra: Vec<String>,
+    /// Share one connection through a ControlMaster (`ControlMaster auto`, `ControlPersist yes`, socket in the
+    /// lab dir) instead of `ControlMaster no`.
+    pub control_master: bool,
 }
 
-/// The ssh_config: `private` (through bastionctl) plus `bastion`, `private-direct` and `private-jump` (through
-/// OpenSSH's own ProxyJump) for comparisons.
+/// The ssh_config: `private` (through bastionctl's ProxyCommand) and `private-fdpass` (the same with
+/// ProxyUseFdpass), plus `bastion`, `private-direct`, `private-jump` (OpenSSH's own ProxyJump) and `private-jump-cm`
+/// (ProxyJump through a ControlMaster held on the bastion) for comparisons.
 pub fn ssh_config(f: &LabFiles, user: &str, blocks: &[HostBlock<'_>]) -> String {
     let mut out = String::from("# bastionctl lab ssh_config (generated); use with ssh -F\n");
     for b in blocks {
@@ -138,14 +148,20 @@ pub fn ssh_config(f: &LabFiles, user: &str, blocks: &[HostBlock<'_>]) -> String 
             out,
             "\nHost {alias}\n  HostName {host}\n  Port {port}\n  User {user}\n  IdentityFile \"{id}\"\n  \
              IdentitiesOnly yes\n  IdentityAgent none\n  UserKnownHostsFile \"{kh}\"\n  GlobalKnownHostsFile /dev/null\n  \
-             StrictHostKeyChecking yes\n  CheckHostIP no\n  UpdateHostKeys no\n  BatchMode yes\n  ControlMaster no\n  \
-             ControlPath none\n",
+             StrictHostKeyChecking yes\n  CheckHostIP no\n  UpdateHostKeys no\n  BatchMode yes\n",
             alias = b.alias,
             host = b.host,
             port = b.port,
             id = f.identity.display(),
             kh = f.client_known_hosts.display(),
         );
+        match b.control_master {
+            true => {
+                let path = f.dir.join("cm-%C");
+                let _ = writeln!(out, "  ControlMaster auto\n  ControlPath \"{}\"\n  ControlPersist yes", path.display());
+            }
+            false => out.push_str("  ControlMaster no\n  ControlPath none\n"),
+        }
         for line in &b.extra {
             let _ = writeln!(out, "  {line}");
         }

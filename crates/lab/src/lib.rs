@@ -11,6 +11,7 @@
 //! its own handle when the [`Lab`] drops. Nothing in the host's namespace dials outside 127.0.0.0/8.
 
 mod agent;
+pub mod bench;
 mod cmd;
 mod ec2xml;
 mod users;
@@ -84,6 +85,13 @@ pub struct LabOptions {
     pub extra_target_ports: Vec<u16>,
     /// TOML appended to the bastionctl config, e.g. `[[forward]]` tables. Default empty.
     pub extra_config: String,
+    /// The outer session's cipher list: written as `ciphers` into the bastionctl config and as `Ciphers` for the
+    /// jump host in the ssh_config, so that the bastionctl and `ssh -J` routes use the same outer cipher. `None`
+    /// leaves both at their defaults.
+    pub outer_ciphers: Option<Vec<String>>,
+    /// With [`LabOptions::outer_ciphers`], only set OpenSSH's `Ciphers` and leave the bastionctl config alone
+    /// (for benchmarking a bastionctl build that predates the `ciphers` key). Default false.
+    pub outer_ciphers_ssh_only: bool,
 }
 
 impl LabOptions {
@@ -105,6 +113,8 @@ impl LabOptions {
             bastion_client_alive: None,
             extra_target_ports: Vec::new(),
             extra_config: String::new(),
+            outer_ciphers: None,
+            outer_ciphers_ssh_only: false,
         }
     }
 }
@@ -266,24 +276,40 @@ impl Lab {
             lease_ttl: self.opts.lease_ttl,
             extra_target_ports: &self.opts.extra_target_ports,
             extra_config: &self.opts.extra_config,
+            ciphers: self.opts.outer_ciphers.as_deref().filter(|_| !self.opts.outer_ciphers_ssh_only),
         };
         std::fs::write(&f.config, files::product_config(f, &product))?;
-        let proxy = format!(
-            "ProxyCommand {} --config {} proxy %h %p",
-            shell_quote(&self.opts.bastionctl.display().to_string()),
-            shell_quote(&f.config.display().to_string()),
-        );
-        let private_host = self.private.addr.to_string();
+        let proxy = |fdpass: &str| {
+            format!(
+                "ProxyCommand {} --config {} proxy{fdpass} %h %p",
+                shell_quote(&self.opts.bastionctl.display().to_string()),
+                shell_quote(&f.config.display().to_string()),
+            )
+        };
+        let jump_ciphers: Vec<String> =
+            self.opts.outer_ciphers.iter().map(|c| format!("Ciphers {}", c.join(","))).collect();
+        let private = |alias, extra| HostBlock {
+            alias,
+            host: self.private.addr.to_string(),
+            port: self.private.port,
+            extra,
+            control_master: false,
+        };
+        let bastion = |alias, control_master| HostBlock {
+            alias,
+            host: self.bastion.addr.to_string(),
+            port: self.bastion.port,
+            extra: jump_ciphers.clone(),
+            control_master,
+        };
         let blocks = [
-            HostBlock { alias: "private", host: private_host.clone(), port: self.private.port, extra: vec![proxy] },
-            HostBlock { alias: "bastion", host: self.bastion.addr.to_string(), port: self.bastion.port, extra: vec![] },
-            HostBlock { alias: "private-direct", host: private_host.clone(), port: self.private.port, extra: vec![] },
-            HostBlock {
-                alias: "private-jump",
-                host: private_host,
-                port: self.private.port,
-                extra: vec!["ProxyJump bastion".into()],
-            },
+            private("private", vec![proxy("")]),
+            private("private-fdpass", vec![proxy(" --fdpass"), "ProxyUseFdpass yes".into()]),
+            bastion("bastion", false),
+            bastion("bastion-cm", true),
+            private("private-direct", vec![]),
+            private("private-jump", vec!["ProxyJump bastion".into()]),
+            private("private-jump-cm", vec!["ProxyJump bastion-cm".into()]),
         ];
         std::fs::write(&f.ssh_config, files::ssh_config(f, &self.user, &blocks))?;
         let env = self.env();

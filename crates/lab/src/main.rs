@@ -4,6 +4,7 @@
 //!   the instance start, then waits for the idle stop and shows the bastion stopped and its sshd gone.
 //! - `bastionctl-lab shell`: builds the lab and keeps it up until Ctrl-C, printing the commands to use and every
 //!   change of the bastion's state.
+//! - `bastionctl-lab bench [--smoke]`: the benchmark of docs/BENCHMARKS.md in a lab of its own.
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
@@ -12,6 +13,7 @@ use std::process::{ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use bastionctl_lab::bench::{self, BenchOptions};
 use bastionctl_lab::{Lab, LabOptions};
 use clap::{Parser, Subcommand};
 
@@ -48,6 +50,35 @@ enum Command {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// The benchmark (docs/BENCHMARKS.md): every route side by side in a lab of its own; prints a markdown table.
+    Bench {
+        /// Tiny sizes and one run of each figure, to keep the benchmark working in CI (asserts nothing about speed).
+        #[arg(long)]
+        smoke: bool,
+        /// Also write the markdown here (scripts/bench.sh writes docs/BENCHMARKS.md).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// The outer session's cipher on every route (OpenSSH name), e.g. chacha20-poly1305@openssh.com. Default:
+        /// the one bastionctl prefers on this CPU.
+        #[arg(long)]
+        outer_cipher: Option<String>,
+        /// Set the outer cipher only for OpenSSH (for a bastionctl build that predates the `ciphers` key).
+        #[arg(long)]
+        cipher_ssh_only: bool,
+        /// Bytes per transfer each way (default 1 GiB; smoke 1 MiB).
+        #[arg(long)]
+        bytes: Option<u64>,
+        /// Transfers per route and direction (default 3).
+        #[arg(long)]
+        reps: Option<usize>,
+        /// Warm connects per route (default 25).
+        #[arg(long)]
+        connects: Option<usize>,
+        /// Bytes per cipher in the micro benchmark (default 256 MiB; 0 skips it: its figures mean nothing from a
+        /// debug build of this program).
+        #[arg(long)]
+        cipher_bytes: Option<u64>,
+    },
 }
 
 #[tokio::main]
@@ -73,6 +104,20 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     if !bastionctl.exists() {
         bail!("{} not found: build it (cargo build) or pass --bastionctl PATH", bastionctl.display());
     }
+    if let Command::Bench { smoke, out, outer_cipher, cipher_ssh_only, bytes, reps, connects, cipher_bytes } = cli.command
+    {
+        let mut o = match smoke {
+            true => BenchOptions::smoke(bastionctl),
+            false => BenchOptions::full(bastionctl),
+        };
+        o.outer_cipher = outer_cipher.or(o.outer_cipher);
+        o.cipher_ssh_only = cipher_ssh_only;
+        o.bytes = bytes.unwrap_or(o.bytes);
+        o.reps = reps.unwrap_or(o.reps);
+        o.connects = connects.unwrap_or(o.connects);
+        o.cipher_bytes = cipher_bytes.unwrap_or(o.cipher_bytes);
+        return bench(o, out.as_deref()).await;
+    }
     let mut opts = LabOptions::new(bastionctl);
     opts.idle_timeout = cli.idle_timeout;
     opts.boot_delay = cli.boot_delay;
@@ -93,7 +138,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             match cli.command {
                 Command::Demo => demo(&lab).await,
                 Command::Shell => shell(&lab).await,
-                Command::Report { .. } => unreachable!("handled before the lab starts"),
+                Command::Report { .. } | Command::Bench { .. } => unreachable!("handled before the lab starts"),
             }
         } => r,
         _ = shutdown_signal() => {
@@ -192,5 +237,16 @@ fn report(out: Option<&std::path::Path>) -> anyhow::Result<()> {
         Some(path) => std::fs::write(path, md).with_context(|| format!("cannot write {}", path.display()))?,
         None => print!("{md}"),
     }
+    Ok(())
+}
+
+async fn bench(opts: BenchOptions, out: Option<&std::path::Path>) -> anyhow::Result<()> {
+    eprintln!("bastionctl-lab: benchmarking {} (load average {})", opts.bastionctl.display(), bench::render::loadavg());
+    let report = bench::run(opts).await?;
+    let md = format!("# Benchmarks\n\nWritten by `scripts/bench.sh` (`bastionctl-lab bench`).\n\n{}", bench::render::markdown(&report));
+    if let Some(path) = out {
+        std::fs::write(path, &md).with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    print!("{md}");
     Ok(())
 }

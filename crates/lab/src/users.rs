@@ -58,6 +58,9 @@ impl Lab {
             start_timeout: self.options().start_timeout,
             vpc_default_targets: false,
             lease_ttl,
+            extra_target_ports: &[],
+            extra_config: "",
+            ciphers: None,
         };
         std::fs::write(&files.config, files::product_config(&files, &product))?;
         Ok(OtherUser { name: name.into(), home, files })

@@ -15,6 +15,7 @@ use toml::Spanned;
 
 use crate::paths;
 
+pub mod ciphers;
 pub mod forward;
 mod locate;
 mod validate;
@@ -204,6 +205,11 @@ pub struct BastionConfig {
     /// Target ports that are allowed.
     #[serde(default = "default_ports")]
     pub target_ports: Vec<u16>,
+    /// The outer SSH session's ciphers in order of preference, in OpenSSH's names (like ssh_config's `Ciphers`),
+    /// e.g. `["chacha20-poly1305@openssh.com"]`. Unset: AES-GCM first when the CPU has AES instructions,
+    /// chacha20-poly1305 first otherwise. See [`ciphers::SUPPORTED`].
+    #[serde(default)]
+    pub ciphers: Option<Vec<Spanned<String>>>,
 }
 
 fn default_user() -> String {
@@ -362,6 +368,11 @@ impl BastionConfig {
     /// How often the lease is refreshed: `lease_refresh`, else a third of `lease_ttl`.
     pub fn lease_refresh(&self) -> Duration {
         self.lease_refresh.unwrap_or(self.lease_ttl / 3)
+    }
+
+    /// The configured `ciphers` (validated at load time), or `None` for the default preference.
+    pub fn cipher_names(&self) -> Option<Vec<String>> {
+        self.ciphers.as_ref().map(|list| list.iter().map(|c| c.get_ref().clone()).collect())
     }
 
     /// The parsed target rules (validated at load time); empty when `targets` is unset (the VPC default).

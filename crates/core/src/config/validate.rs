@@ -116,6 +116,17 @@ impl Config {
                         .into(),
                 ));
             }
+            if b.ciphers.as_ref().is_some_and(|c| c.is_empty()) {
+                return Err(invalid_at(
+                    format!("bastion[{i}].ciphers"),
+                    "ciphers = [] offers nothing: remove the key for the default, or list OpenSSH cipher names".into(),
+                ));
+            }
+            for (j, c) in b.ciphers.iter().flatten().enumerate() {
+                if let Err(msg) = super::ciphers::check(c.get_ref()) {
+                    return Err(invalid(c.span(), format!("bastion[{i}].ciphers[{j}]"), msg));
+                }
+            }
             for (j, t) in b.targets.iter().flatten().enumerate() {
                 if let Err(msg) = parse_target(t.get_ref()).and_then(|r| crate::policy::refuse_open(t.get_ref(), &r)) {
                     return Err(invalid(t.span(), format!("bastion[{i}].targets[{j}]"), msg));

@@ -8,8 +8,10 @@
 //! framing (`"framed": true` in `connect`) and the daemon agreed (`"framed": true` in its `ok`): then they come as
 //! [`Frame`]s, so that the end of the stream says whether the target closed it ([`Frame::End`]) or the tunnel broke
 //! ([`Frame::Error`], e.g. the SSH session to the bastion died). A daemon or client that predates framing leaves the
-//! field out, and both sides fall back to raw bytes.
+//! field out, and both sides fall back to raw bytes. `bastionctl proxy --fdpass` asks for raw bytes too: it hands
+//! the socket to ssh (OpenSSH's ProxyUseFdpass), which speaks SSH on it directly.
 
+mod decoder;
 mod frame;
 mod status;
 
@@ -19,6 +21,7 @@ use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWrite, AsyncWriteExt};
 pub use frame::{
     FRAME_DATA, FRAME_END, FRAME_ERROR, Frame, MAX_FRAME, data_frame_head, error_frame, read_frame,
 };
+pub use decoder::{FrameDecoder, Piece};
 pub use status::{BastionStatus, LeaseStatus};
 
 /// Newest protocol version, carried in every request as `v`. Version 2 changed the `status` reply: `state` is the

@@ -1,0 +1,32 @@
+//! `bastionctl proxy --fdpass`: hand the negotiated control socket to ssh over stdout (OpenSSH's
+//! `ProxyUseFdpass yes`): one byte with the descriptor attached as `SCM_RIGHTS`, as OpenSSH's `mm_receive_fd`
+//! expects. ssh then speaks SSH on the socket itself, and the proxy process exits: it is out of the data path.
+
+use std::io::IoSlice;
+use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixStream;
+
+use anyhow::{Context, bail};
+use nix::errno::Errno;
+use nix::sys::socket::{ControlMessage, MsgFlags, UnixAddr, sendmsg};
+
+/// Sends `sock` to the process at the other end of our stdout.
+pub fn send_to_stdout(sock: UnixStream) -> anyhow::Result<()> {
+    // ssh gets the socket as a connect() would give it: blocking (ours was non-blocking for tokio).
+    sock.set_nonblocking(false).context("cannot make the tunnel socket blocking")?;
+    let fds = [sock.as_raw_fd()];
+    let iov = [IoSlice::new(&[0u8])];
+    let stdout = std::io::stdout();
+    loop {
+        match sendmsg::<UnixAddr>(stdout.as_raw_fd(), &iov, &[ControlMessage::ScmRights(&fds)], MsgFlags::empty(), None)
+        {
+            Ok(_) => return Ok(()),
+            Err(Errno::EINTR) => continue,
+            Err(Errno::ENOTSOCK) => bail!(
+                "stdout is not a socket: `bastionctl proxy --fdpass` works only as ssh's ProxyCommand with \
+                 `ProxyUseFdpass yes`; without it use `bastionctl proxy %h %p`"
+            ),
+            Err(e) => return Err(e).context("cannot pass the tunnel socket to ssh over stdout"),
+        }
+    }
+}
