@@ -182,3 +182,26 @@ fn under_journal_stream_the_daemon_logs_priorities_and_no_timestamp() {
     let plain = daemon_log(&h, false, "plain.log");
     assert!(plain.lines().filter(|l| !l.is_empty()).all(|l| has_timestamp(l) && !l.starts_with('<')), "{plain}");
 }
+
+/// A reader that stops early (`completions bash | head -3`) ends the output quietly: no panic, exit 0.
+#[test]
+fn completions_into_a_closed_pipe_exit_cleanly() {
+    let h = home("\"10.0.16.0/20\"");
+    let mut child = bastionctl(&h, &["completions", "bash"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    drop(child.stdout.take()); // the reader is gone before the script is written
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "exit {:?}: {}", out.status.code(), text(&out.stderr));
+    assert!(!text(&out.stderr).contains("panicked"), "{}", text(&out.stderr));
+}
+
+/// A bastion name with a control character is escaped in the generated ssh_config, as everywhere it is quoted.
+#[test]
+fn ssh_config_escapes_control_characters_in_names() {
+    let h = home("\"10.0.16.0/24\"");
+    let text_cfg = std::fs::read_to_string(&h.config).unwrap().replace("name = \"prod\"", "name = \"pr\\u001bod\"");
+    std::fs::write(&h.config, text_cfg).unwrap();
+    let out = run(&h, &["ssh-config"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(!out.stdout.contains(&0x1b), "raw ESC in the output:\n{}", text(&out.stdout));
+    assert!(text(&out.stdout).contains("# bastion pr\\u{1b}od"), "{}", text(&out.stdout));
+}

@@ -21,8 +21,13 @@ pub(super) async fn run(args: Args) -> anyhow::Result<()> {
         // doctor reports a config that does not load as one of its checks.
         Command::Doctor { bastion } => return super::doctor::run(args.config.as_deref(), bastion.as_deref()).await,
         Command::Completions { shell } => {
-            clap_complete::generate(*shell, &mut super::command(), "bastionctl", &mut std::io::stdout());
-            return Ok(());
+            // Generated into memory: clap_complete panics on a write error, e.g. `completions bash | head`.
+            let mut script = Vec::new();
+            clap_complete::generate(*shell, &mut super::command(), "bastionctl", &mut script);
+            return match std::io::Write::write_all(&mut std::io::stdout(), &script) {
+                Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e).context("cannot write the completions"),
+                _ => Ok(()),
+            };
         }
         Command::Man => {
             clap_mangen::Man::new(super::command()).render(&mut std::io::stdout()).context("cannot write the man page")?;

@@ -54,7 +54,7 @@ pub fn render(cfg: &Config, explicit_config: Option<&Path>) -> anyhow::Result<St
     let _ = writeln!(out, "# Include it from ~/.ssh/config, or paste it; your own Host blocks keep User, IdentityFile etc.");
     for b in &cfg.bastions {
         let mut patterns = Vec::new();
-        let _ = writeln!(out, "\n# bastion {}", b.name());
+        let _ = writeln!(out, "\n# bastion {}", crate::escape::escape(&b.name()));
         if b.targets.is_none() {
             let _ = writeln!(
                 out,
