@@ -1,10 +1,11 @@
 //! The daemon's error type: everything a connect, `up` or `down` can fail with, each with a kind and a hint that
 //! says what to do. Sent to clients as [`crate::control::ErrorReply`].
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::control::ErrorReply;
-use crate::ec2::Ec2Error;
+use crate::ec2::{Ec2Error, NamedInstance};
 use crate::ssh::SshError;
 
 /// A failure of a daemon operation.
@@ -58,6 +59,51 @@ pub enum Error {
         /// Which rules were checked.
         detail: String,
     },
+    /// A host name that `targets` allows is the Name tag of a running instance whose private IP it does not allow.
+    #[error(
+        "target {name}:{port} resolved by its EC2 Name tag to {ip} ({instance_id}), which {config} does not allow: \
+         bastion {bastion}: {detail}"
+    )]
+    NameOutsideTargets {
+        /// The requested name.
+        name: String,
+        /// The requested port.
+        port: u16,
+        /// The private IP the Name tag gave.
+        ip: std::net::IpAddr,
+        /// The instance carrying the tag.
+        instance_id: String,
+        /// The bastion whose set allowed the name.
+        bastion: String,
+        /// The config file whose rules were checked.
+        config: String,
+        /// Which rules were checked, from the policy.
+        detail: String,
+    },
+    /// Several running instances in the bastion's VPC carry the name as their Name tag.
+    #[error(
+        "target {name}: {} running instances in VPC {vpc_id} are tagged Name={name}: {}",
+        instances.len(),
+        instances.iter().map(|i| format!("{} ({})", i.instance_id, i.private_ip)).collect::<Vec<_>>().join(", ")
+    )]
+    NameAmbiguous {
+        /// The requested name (the tag value).
+        name: String,
+        /// The bastion's VPC.
+        vpc_id: String,
+        /// The instances carrying it, sorted by id.
+        instances: Vec<NamedInstance>,
+    },
+    /// Looking a host name up as a Name tag failed (the bastion's VPC id, or DescribeInstances).
+    #[error("cannot look up {name} as an EC2 Name tag in the VPC of bastion {bastion}: {cause}")]
+    NameLookup {
+        /// The requested name.
+        name: String,
+        /// The bastion whose VPC was searched.
+        bastion: String,
+        /// What failed (part of the message, not a `source`: clients get the message, not a chain).
+        cause: Arc<Error>,
+    },
     /// `down` without `--force` while channels are open.
     #[error("bastion {bastion} has {count} open channel(s)")]
     ChannelsOpen {
@@ -91,7 +137,9 @@ impl Error {
             Error::StartTimeout { .. } => "timeout",
             Error::Terminated { .. } => "terminated",
             Error::NoAddress { .. } => "no_address",
-            Error::NotAllowed { .. } => "not_allowed",
+            Error::NotAllowed { .. } | Error::NameOutsideTargets { .. } => "not_allowed",
+            Error::NameAmbiguous { .. } => "ambiguous",
+            Error::NameLookup { cause, .. } => cause.kind(),
             Error::ChannelsOpen { .. } | Error::InUse { .. } => "busy",
             Error::UnknownBastion(_) => "bad_request",
             Error::Aborted(_) => "aborted",
@@ -117,6 +165,26 @@ impl Error {
             Error::NotAllowed { .. } => {
                 Some("add the target's CIDR block or host-name pattern to `targets` (and its port to `target_ports`); \
                  a `targets` list replaces the default, the VPC's CIDR blocks".into())
+            }
+            Error::NameOutsideTargets { ip, bastion, name, .. } => Some(format!(
+                "add {ip} (or its subnet's CIDR block) to `targets` of bastion {bastion}, or set \
+                 `resolve_name_tags = false` there to let the bastion resolve `{name}` itself"
+            )),
+            Error::NameAmbiguous { name, instances, .. } => {
+                let first = &instances[0];
+                Some(format!(
+                    "give each instance its own Name tag (e.g. `aws ec2 create-tags --resources {} --tags \
+                     Key=Name,Value={name}-2`), or connect by private IP (`ssh {}`)",
+                    instances[instances.len() - 1].instance_id,
+                    first.private_ip
+                ))
+            }
+            Error::NameLookup { cause, bastion, .. } => {
+                let off = format!("or set `resolve_name_tags = false` for bastion {bastion} to pass names on unresolved");
+                Some(match cause.hint() {
+                    Some(h) if !matches!(&**cause, Error::Ec2(Ec2Error::NotFound { .. })) => format!("{h}; {off}"),
+                    _ => off,
+                })
             }
             Error::ChannelsOpen { .. } => Some("close those SSH sessions, or run `bastionctl down --force`".into()),
             Error::InUse { .. } => Some(

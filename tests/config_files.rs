@@ -103,7 +103,8 @@ fn example_documents_the_defaults_it_claims() {
     assert_eq!(b.start_timeout, bastionctl::config::DEFAULT_START_TIMEOUT);
     assert_eq!(b.port, bastionctl::config::DEFAULT_SSH_PORT);
     let targets: Vec<String> = b.target_rules().iter().map(|r| r.to_string()).collect();
-    assert_eq!(targets, ["10.0.16.0/20", "*.internal"]);
+    assert_eq!(targets, ["10.0.16.0/20", "web", "*.internal"]);
+    assert!(b.resolve_name_tags);
 }
 
 /// A copied example must not pin a profile: that would silently override `AWS_PROFILE`, which the README says

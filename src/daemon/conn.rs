@@ -9,12 +9,11 @@ use tokio::net::UnixStream;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use super::{Shared, splice};
+use super::{Shared, route, splice};
 use crate::control::{self, ErrorReply, MIN_VERSION, OkReply, Op, Reply, Request, VERSION};
 use crate::error::Error;
 use crate::escape::escape;
 use crate::lifecycle::Bastion;
-use crate::policy;
 use crate::target::{TargetError, TargetHost};
 
 /// Bound on receiving the request line after connecting.
@@ -94,37 +93,6 @@ fn find<'a>(shared: &'a Shared, name: Option<&str>) -> Result<&'a Bastion, Error
     Ok(shared.bastions.iter().find(|b| b.spec().name == name).expect("one actor per configured bastion"))
 }
 
-/// The first bastion whose allowed set (its `targets`, or its VPC's CIDR blocks) allows `host:port`. When none
-/// does and a VPC lookup failed, that EC2 error is returned (its hint names the missing permission).
-pub(super) async fn route<'a>(shared: &'a Shared, host: &TargetHost, port: u16) -> Result<&'a Bastion, Arc<Error>> {
-    let mut reasons = Vec::new();
-    let mut lookup_error = None;
-    for (i, b) in shared.bastions.iter().enumerate() {
-        let set = match shared.targets.get(i, b).await {
-            Ok(set) => set,
-            Err(e) => {
-                warn!(bastion = %b.spec().name, "cannot look up its VPC's CIDR blocks (the default targets): {e}");
-                reasons.push(format!("bastion {}: its VPC's CIDR blocks are unknown ({e})", b.spec().name));
-                lookup_error.get_or_insert(e);
-                continue;
-            }
-        };
-        match policy::check(set, host, port) {
-            Ok(()) => return Ok(b),
-            Err(why) => reasons.push(format!("bastion {}: {why}", b.spec().name)),
-        }
-    }
-    if let Some(e) = lookup_error {
-        return Err(e);
-    }
-    Err(Arc::new(Error::NotAllowed {
-        host: host.to_string(),
-        port,
-        config: shared.config.source.display().to_string(),
-        detail: reasons.join("; "),
-    }))
-}
-
 /// Runs `fut` while relaying the bastion's progress messages to the client. Messages sent before `fut` completed
 /// but not yet relayed (the future often wins the race against the last ones) are relayed after it, in order.
 async fn with_progress<T>(
@@ -160,7 +128,8 @@ async fn connect(
     port: u16,
     framed: bool,
 ) -> Result<(), ErrorReply> {
-    let bastion = route(shared, host, port).await.inspect_err(|e| warn!("refused: {e}")).map_err(|e| e.to_reply())?;
+    let route::Route { bastion, host } =
+        route::route(shared, host, port).await.inspect_err(|e| warn!("refused: {e}")).map_err(|e| e.to_reply())?;
     let lease = with_progress(io, bastion, bastion.acquire()).await.map_err(|e| e.to_reply())?;
     let channel = lease.ready.session.open(&host.to_string(), port).await.map_err(Error::from)?;
     let target = format!("{host}:{port}");

@@ -66,12 +66,12 @@ async fn one(shared: Arc<Shared>, mut tcp: TcpStream, host: String, port: u16) {
             message: e.to_string(),
             hint: None,
         })?;
-        let bastion = super::conn::route(&shared, &target, port).await.map_err(|e| e.to_reply())?;
-        let lease = bastion.acquire().await.map_err(|e| e.to_reply())?;
-        let channel = lease.ready.session.open(&host, port).await.map_err(crate::error::Error::from)?;
-        Ok::<_, crate::control::ErrorReply>((lease, channel))
+        let route = super::route::route(&shared, &target, port).await.map_err(|e| e.to_reply())?;
+        let lease = route.bastion.acquire().await.map_err(|e| e.to_reply())?;
+        let channel = lease.ready.session.open(&route.host.to_string(), port).await.map_err(crate::error::Error::from)?;
+        Ok::<_, crate::control::ErrorReply>((lease, channel, route.host))
     };
-    let (lease, mut channel) = match opened.await {
+    let (lease, mut channel, host) = match opened.await {
         Ok(o) => o,
         Err(e) => {
             warn!("refused or failed: {}", e.message);

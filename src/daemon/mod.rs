@@ -4,9 +4,9 @@
 pub mod activation;
 mod conn;
 pub mod forwards;
+pub mod route;
 pub mod socket;
 mod splice;
-pub mod targets;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,12 +29,12 @@ pub const DRAIN_GRACE: Duration = Duration::from_secs(30);
 pub(crate) struct Shared {
     pub config: Config,
     pub bastions: Vec<Bastion>,
-    /// Each bastion's allowed target set (configured, or its VPC's blocks once resolved).
-    pub targets: targets::Targets,
+    /// Each bastion's allowed target set (configured, or its VPC's blocks once resolved) and Name tag lookups.
+    pub routes: route::Routes,
 }
 
 /// The bastions' actors (in config order) and the EC2 client they share; the daemon looks up default targets
-/// (a bastion's VPC blocks) with it.
+/// (a bastion's VPC blocks) and Name tags with it.
 pub struct Fleet {
     /// One actor per `[[bastion]]`.
     pub bastions: Vec<Bastion>,
@@ -80,8 +80,8 @@ pub async fn serve(
     forwards: Vec<forwards::Bound>,
     shutdown: CancellationToken,
 ) {
-    let targets = targets::Targets::new(&config.bastions, fleet.ec2);
-    let shared = Arc::new(Shared { config, bastions: fleet.bastions, targets });
+    let routes = route::Routes::new(&config.bastions, fleet.ec2);
+    let shared = Arc::new(Shared { config, bastions: fleet.bastions, routes });
     let tracker = TaskTracker::new();
     for bound in forwards {
         tokio::spawn(forwards::serve(shared.clone(), bound, tracker.clone(), shutdown.clone()));

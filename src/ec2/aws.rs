@@ -12,7 +12,7 @@ use aws_sdk_ec2::config::timeout::TimeoutConfig;
 use aws_sdk_ec2::types::{Filter, Instance, InstanceStateName, Tag, Vpc, VpcCidrBlockStateCode};
 use ipnet::IpNet;
 
-use super::{Ec2Api, Ec2Error, InstanceInfo, InstanceState};
+use super::{Ec2Api, Ec2Error, InstanceInfo, InstanceState, NamedInstance};
 use crate::config::AwsConfig;
 
 /// Bound on establishing the TCP (and TLS) connection to the EC2 endpoint.
@@ -213,6 +213,36 @@ impl Ec2Api for AwsEc2 {
             1 => Ok(ids.remove(0)),
             _ => Err(Ec2Error::Ambiguous { name: name.to_owned(), ids }),
         }
+    }
+
+    async fn private_ips_by_name(&self, vpc_id: &str, name: &str) -> Result<Vec<NamedInstance>, Ec2Error> {
+        const OP: &str = "DescribeInstances";
+        let mut found: Vec<NamedInstance> = Vec::new();
+        let mut next_token: Option<String> = None;
+        loop {
+            let out = self
+                .client
+                .describe_instances()
+                .filters(filter("tag:Name", &[name]))
+                .filters(filter("vpc-id", &[vpc_id]))
+                .filters(filter("instance-state-name", &["running"]))
+                .set_next_token(next_token.take())
+                .send()
+                .await
+                .map_err(|e| self.err(OP, e))?;
+            for inst in out.reservations().iter().flat_map(|r| r.instances()) {
+                let (Some(id), Some(ip)) = (inst.instance_id(), inst.private_ip_address()) else { continue };
+                let private_ip = parse_ip(OP, "PrivateIpAddress", ip)?;
+                found.push(NamedInstance { instance_id: id.to_owned(), private_ip });
+            }
+            match out.next_token() {
+                Some(t) if !t.is_empty() => next_token = Some(t.to_owned()),
+                _ => break,
+            }
+        }
+        found.sort_by(|a, b| a.instance_id.cmp(&b.instance_id));
+        found.dedup_by(|a, b| a.instance_id == b.instance_id);
+        Ok(found)
     }
 
     async fn elastic_ip(&self, instance_id: &str) -> Result<Option<IpAddr>, Ec2Error> {

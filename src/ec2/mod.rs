@@ -76,6 +76,15 @@ pub struct InstanceInfo {
     pub vpc_id: Option<String>,
 }
 
+/// A running instance found by its `Name` tag ([`Ec2Api::private_ips_by_name`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NamedInstance {
+    /// The instance id.
+    pub instance_id: String,
+    /// Its primary private IPv4 address (`PrivateIpAddress`).
+    pub private_ip: IpAddr,
+}
+
 /// The bastion's sshd IP: `configured` (the config's `address`), else its Elastic IP (DescribeAddresses is the source
 /// of truth), else the public IP of `info`. `None` when it has none.
 pub async fn bastion_ip(
@@ -98,6 +107,11 @@ pub trait Ec2Api: Send + Sync + 'static {
     /// DescribeInstances filtered by `tag:Name` (ignoring terminated instances): the id of the one match.
     /// Errors: [`Ec2Error::NotFound`] for none, [`Ec2Error::Ambiguous`] for several.
     async fn find_by_name_tag(&self, name: &str) -> Result<String, Ec2Error>;
+    /// DescribeInstances filtered by `tag:Name` = `name`, `vpc-id` = `vpc_id` and `instance-state-name` =
+    /// `running`, all pages: every running instance of that VPC carrying the tag, with its private IP, sorted by
+    /// id. Instances without a private IPv4 address are left out (nothing could connect to them by it). `name` is
+    /// a checked host name, so it holds no `*` or `?` that EC2 would read as a wildcard.
+    async fn private_ips_by_name(&self, vpc_id: &str, name: &str) -> Result<Vec<NamedInstance>, Ec2Error>;
     /// DescribeAddresses filtered by `instance-id`: the Elastic IP associated with the instance, if any.
     async fn elastic_ip(&self, instance_id: &str) -> Result<Option<IpAddr>, Ec2Error>;
     /// StartInstances for one id.

@@ -108,6 +108,9 @@ impl Ec2Api for FakeEc2 {
             Err(ids) => Err(Ec2Error::Ambiguous { name: name.into(), ids: ids.clone() }),
         }
     }
+    async fn private_ips_by_name(&self, _vpc: &str, _name: &str) -> Result<Vec<crate::ec2::NamedInstance>, Ec2Error> {
+        Ok(Vec::new())
+    }
     async fn elastic_ip(&self, _id: &str) -> Result<Option<IpAddr>, Ec2Error> {
         Ok(Some(IpAddr::V4(Ipv4Addr::new(127, 0, 2, 1))))
     }

@@ -201,6 +201,81 @@ async fn find_by_name_tag_follows_pages() {
     assert!(matches!(&err, Ec2Error::Ambiguous { ids, .. } if ids.len() == 2), "{err:?}");
 }
 
+fn with_private_ip(id: &str, ip: Option<&str>) -> Instance {
+    Instance::builder()
+        .instance_id(id)
+        .state(SdkState::builder().name(InstanceStateName::Running).build())
+        .set_private_ip_address(ip.map(Into::into))
+        .vpc_id("vpc-1234")
+        .build()
+}
+
+#[tokio::test]
+async fn private_ips_by_name_asks_for_running_instances_of_the_vpc_by_tag() {
+    let rule = mock!(Client::describe_instances)
+        .match_requests(|r| {
+            let has = |name: &str, values: &[&str]| {
+                r.filters().iter().any(|f| f.name() == Some(name) && f.values() == values)
+            };
+            has("tag:Name", &["web"]) && has("vpc-id", &["vpc-1234"]) && has("instance-state-name", &["running"])
+        })
+        .then_output(|| {
+            reservations(vec![
+                with_private_ip("i-2", Some("10.0.16.6")),
+                with_private_ip("i-3", None),
+                with_private_ip("i-1", Some("10.0.16.5")),
+            ])
+        });
+    let got = mock_ec2(&[&rule]).private_ips_by_name("vpc-1234", "web").await.unwrap();
+    let want = [("i-1", "10.0.16.5"), ("i-2", "10.0.16.6")]
+        .map(|(id, ip)| NamedInstance { instance_id: id.into(), private_ip: ip.parse().unwrap() });
+    assert_eq!(got, want, "sorted by id; an instance without a private IP is left out");
+    assert_eq!(rule.num_calls(), 1);
+
+    let none = mock!(Client::describe_instances).then_output(|| DescribeInstancesOutput::builder().build());
+    assert_eq!(mock_ec2(&[&none]).private_ips_by_name("vpc-1234", "web").await.unwrap(), []);
+}
+
+#[tokio::test]
+async fn private_ips_by_name_follows_pages() {
+    let rule = mock!(Client::describe_instances)
+        .sequence()
+        .output(|| {
+            let mut out = reservations(vec![with_private_ip("i-1", Some("10.0.16.5"))]);
+            out.next_token = Some("page2".into());
+            out
+        })
+        .output(|| reservations(vec![with_private_ip("i-2", Some("10.0.16.6"))]))
+        .build();
+    let got = mock_ec2(&[&rule]).private_ips_by_name("vpc-1234", "web").await.unwrap();
+    let ids: Vec<&str> = got.iter().map(|n| n.instance_id.as_str()).collect();
+    assert_eq!(ids, ["i-1", "i-2"]);
+    assert_eq!(rule.num_calls(), 2);
+}
+
+#[tokio::test]
+async fn private_ips_by_name_errors_keep_their_code_or_name_the_field() {
+    let denied = mock!(Client::describe_instances)
+        .then_error(|| DescribeInstancesError::generic(meta("UnauthorizedOperation")));
+    let err = mock_ec2(&[&denied]).private_ips_by_name("vpc-1234", "web").await.unwrap_err();
+    assert!(matches!(&err, Ec2Error::Api { operation: "DescribeInstances", code, .. } if code == "UnauthorizedOperation"));
+    assert!(err.hint().unwrap().contains("ec2:DescribeInstances"), "{err:?}");
+
+    let bad = mock!(Client::describe_instances)
+        .then_output(|| reservations(vec![with_private_ip("i-1", Some("not-an-ip"))]));
+    let err = mock_ec2(&[&bad]).private_ips_by_name("vpc-1234", "web").await.unwrap_err();
+    assert!(
+        matches!(&err, Ec2Error::BadResponse { detail, .. } if detail.contains("PrivateIpAddress `not-an-ip`")),
+        "{err:?}"
+    );
+
+    let err = AwsEc2::from_client(Client::from_conf(unreachable_config().build()))
+        .private_ips_by_name("vpc-1234", "web")
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Ec2Error::Network { operation: "DescribeInstances", .. }), "{err:?}");
+}
+
 #[tokio::test]
 async fn elastic_ip_none_and_some() {
     let none = mock!(Client::describe_addresses).then_output(|| DescribeAddressesOutput::builder().build());

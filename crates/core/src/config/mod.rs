@@ -205,6 +205,11 @@ pub struct BastionConfig {
     /// Target ports that are allowed.
     #[serde(default = "default_ports")]
     pub target_ports: Vec<u16>,
+    /// Resolve a host name that `targets` allows through the EC2 `Name` tag of the running instances in the
+    /// bastion's VPC: one match is replaced by its private IP (which `targets` must allow too), none passes the name
+    /// on to the bastion's resolver, several are an error. Default true; false always passes names on unchanged.
+    #[serde(default = "default_true")]
+    pub resolve_name_tags: bool,
     /// The outer SSH session's ciphers in order of preference, in OpenSSH's names (like ssh_config's `Ciphers`),
     /// e.g. `["chacha20-poly1305@openssh.com"]`. Unset: AES-GCM first when the CPU has AES instructions,
     /// chacha20-poly1305 first otherwise. See [`ciphers::SUPPORTED`].

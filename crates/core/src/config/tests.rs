@@ -60,6 +60,7 @@ start_timeout = "60s"
 address = "127.0.2.1"
 targets = ["127.0.3.0/24", "*.Internal"]
 target_ports = [40123, 22]
+resolve_name_tags = false
 "#;
 
 // ---- parsing and defaults -------------------------------------------------------------------------------------
@@ -89,6 +90,7 @@ fn minimal_file_gets_every_default() {
     assert_eq!(b.address, None);
     assert!(b.target_rules().is_empty(), "no targets by default: nothing is allowed");
     assert_eq!(b.target_ports, vec![22]);
+    assert!(b.resolve_name_tags, "names are resolved by their Name tag unless turned off");
 }
 
 #[test]
@@ -119,6 +121,7 @@ fn full_file_sets_every_key() {
         vec![TargetRule::Cidr("127.0.3.0/24".parse().unwrap()), TargetRule::Pattern("*.internal".into())]
     );
     assert_eq!(b.target_ports, vec![40123, 22]);
+    assert!(!b.resolve_name_tags);
 }
 
 #[test]
