@@ -84,6 +84,8 @@ pub struct ProductConfig<'a> {
     pub extra_target_ports: &'a [u16],
     /// TOML appended to the config (e.g. `[[forward]]` tables).
     pub extra_config: &'a str,
+    /// More `targets` entries after the private host's `/32`.
+    pub extra_targets: &'a [String],
     /// `ciphers` for the outer session, when set.
     pub ciphers: Option<&'a [String]>,
 }
@@ -111,7 +113,10 @@ pub fn product_config(f: &LabFiles, c: &ProductConfig<'_>) -> String {
         start = c.start_timeout.as_millis(),
         targets = match c.vpc_default_targets {
             true => String::new(),
-            false => format!("targets = [\"{}/32\"]\n", c.private_addr),
+            false => {
+                let extra = c.extra_targets.iter().map(|t| format!(", {}", toml_str(t))).collect::<String>();
+                format!("targets = [\"{}/32\"{extra}]\n", c.private_addr)
+            }
         },
         pport = std::iter::once(c.private_port).chain(c.extra_target_ports.iter().copied()).map(|p| p.to_string()).collect::<Vec<_>>().join(", "),
         extra = c.extra_config,

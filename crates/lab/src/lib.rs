@@ -85,6 +85,12 @@ pub struct LabOptions {
     pub extra_target_ports: Vec<u16>,
     /// TOML appended to the bastionctl config, e.g. `[[forward]]` tables. Default empty.
     pub extra_config: String,
+    /// Entries of `targets` after the private host's `/32` (e.g. host-name patterns). Default none.
+    pub extra_targets: Vec<String>,
+    /// Host names the real `ssh` reaches the private host by, each with its own `Host` block (`HostName` the name
+    /// itself, the ProxyCommand through bastionctl) and the private host's key under `[name]:port` in the
+    /// client's known_hosts. For targets the daemon resolves by EC2 Name tag. Default none.
+    pub name_hosts: Vec<String>,
     /// The outer session's cipher list: written as `ciphers` into the bastionctl config and as `Ciphers` for the
     /// jump host in the ssh_config, so that the bastionctl and `ssh -J` routes use the same outer cipher. `None`
     /// leaves both at their defaults.
@@ -113,6 +119,8 @@ impl LabOptions {
             bastion_client_alive: None,
             extra_target_ports: Vec::new(),
             extra_config: String::new(),
+            extra_targets: Vec::new(),
+            name_hosts: Vec::new(),
             outer_ciphers: None,
             outer_ciphers_ssh_only: false,
         }
@@ -251,18 +259,20 @@ impl Lab {
             false => String::new(),
         };
         std::fs::write(&f.bastion_known_hosts, pinned)?;
-        std::fs::write(
-            &f.client_known_hosts,
-            format!(
-                "[{}]:{} {}\n[{}]:{} {}\n",
-                self.private.addr,
-                self.private.port,
-                self.private_host_key.public_no_comment(),
-                self.bastion.addr,
-                self.bastion.port,
-                self.bastion_host_key.public_no_comment(),
-            ),
-        )?;
+        let mut client_known_hosts = format!(
+            "[{}]:{} {}\n[{}]:{} {}\n",
+            self.private.addr,
+            self.private.port,
+            self.private_host_key.public_no_comment(),
+            self.bastion.addr,
+            self.bastion.port,
+            self.bastion_host_key.public_no_comment(),
+        );
+        for name in &self.opts.name_hosts {
+            let key = self.private_host_key.public_no_comment();
+            client_known_hosts.push_str(&format!("[{name}]:{} {key}\n", self.private.port));
+        }
+        std::fs::write(&f.client_known_hosts, client_known_hosts)?;
         let product = ProductConfig {
             endpoint_url: &self.ec2_endpoint_url(),
             instance_id: &self.world.instance_id,
@@ -276,6 +286,7 @@ impl Lab {
             lease_ttl: self.opts.lease_ttl,
             extra_target_ports: &self.opts.extra_target_ports,
             extra_config: &self.opts.extra_config,
+            extra_targets: &self.opts.extra_targets,
             ciphers: self.opts.outer_ciphers.as_deref().filter(|_| !self.opts.outer_ciphers_ssh_only),
         };
         std::fs::write(&f.config, files::product_config(f, &product))?;
@@ -302,7 +313,14 @@ impl Lab {
             extra: jump_ciphers.clone(),
             control_master,
         };
-        let blocks = [
+        let names = self.opts.name_hosts.iter().map(|name| HostBlock {
+            alias: name,
+            host: name.clone(),
+            port: self.private.port,
+            extra: vec![proxy("")],
+            control_master: false,
+        });
+        let blocks: Vec<HostBlock<'_>> = [
             private("private", vec![proxy("")]),
             private("private-fdpass", vec![proxy(" --fdpass"), "ProxyUseFdpass yes".into()]),
             bastion("bastion", false),
@@ -310,7 +328,10 @@ impl Lab {
             private("private-direct", vec![]),
             private("private-jump", vec!["ProxyJump bastion".into()]),
             private("private-jump-cm", vec!["ProxyJump bastion-cm".into()]),
-        ];
+        ]
+        .into_iter()
+        .chain(names)
+        .collect();
         std::fs::write(&f.ssh_config, files::ssh_config(f, &self.user, &blocks))?;
         let env = self.env();
         let ssh_args = vec!["-F".to_string(), f.ssh_config.display().to_string()];
@@ -364,6 +385,12 @@ impl Lab {
     /// The bastion instance id.
     pub fn instance_id(&self) -> &str {
         &self.world.instance_id
+    }
+
+    /// Launches a running instance tagged `Name=<name>` with the private IP `ip` (loopback) in the lab's VPC, for
+    /// the daemon's Name tag lookups (see [`world::run_named_instance`]). Returns its id.
+    pub async fn add_named_instance(&self, name: &str, ip: Ipv4Addr) -> anyhow::Result<String> {
+        world::run_named_instance(&self.ec2, &self.world, name, ip).await
     }
 
     /// An EC2 client for the lab's moto (its requests are not counted as the product's).

@@ -60,6 +60,7 @@ impl Lab {
             lease_ttl,
             extra_target_ports: &[],
             extra_config: "",
+            extra_targets: &[],
             ciphers: None,
         };
         std::fs::write(&files.config, files::product_config(&files, &product))?;

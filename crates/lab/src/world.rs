@@ -69,27 +69,13 @@ pub async fn seed(ec2: &Client, lab_name: &str, elastic_ip: Ipv4Addr) -> anyhow:
     let bastion_sg_id = security_group(ec2, &vpc_id, &format!("{lab_name}-bastion"), None).await?;
     let private_sg_id = security_group(ec2, &vpc_id, &format!("{lab_name}-private"), Some(&bastion_sg_id)).await?;
 
-    let image_id = ec2
-        .describe_images()
-        .owners("amazon")
-        .send()
-        .await
-        .context("DescribeImages")?
-        .images
-        .unwrap_or_default()
-        .into_iter()
-        .find_map(|i| i.image_id)
-        .context("moto has no amazon-owned AMI")?;
+    let image_id = image_id(ec2).await?;
     let name_tag = format!("{lab_name}-bastion");
     let nic = InstanceNetworkInterfaceSpecification::builder()
         .device_index(0)
         .subnet_id(&public_subnet_id)
         .associate_public_ip_address(false)
         .groups(&bastion_sg_id)
-        .build();
-    let tags = TagSpecification::builder()
-        .resource_type(ResourceType::Instance)
-        .tags(Tag::builder().key("Name").value(&name_tag).build())
         .build();
     let instance_id = ec2
         .run_instances()
@@ -98,7 +84,7 @@ pub async fn seed(ec2: &Client, lab_name: &str, elastic_ip: Ipv4Addr) -> anyhow:
         .min_count(1)
         .max_count(1)
         .network_interfaces(nic)
-        .tag_specifications(tags)
+        .tag_specifications(name_tag_spec(&name_tag))
         .send()
         .await
         .context("RunInstances")?
@@ -136,6 +122,81 @@ pub async fn seed(ec2: &Client, lab_name: &str, elastic_ip: Ipv4Addr) -> anyhow:
         allocation_id,
         elastic_ip,
     })
+}
+
+async fn image_id(ec2: &Client) -> anyhow::Result<String> {
+    ec2.describe_images()
+        .owners("amazon")
+        .send()
+        .await
+        .context("DescribeImages")?
+        .images
+        .unwrap_or_default()
+        .into_iter()
+        .find_map(|i| i.image_id)
+        .context("moto has no amazon-owned AMI")
+}
+
+fn name_tag_spec(name: &str) -> TagSpecification {
+    TagSpecification::builder()
+        .resource_type(ResourceType::Instance)
+        .tags(Tag::builder().key("Name").value(name).build())
+        .build()
+}
+
+/// Launches an instance tagged `Name=<name>` into the VPC with the private IP `ip` (a loopback address, so that
+/// something in the lab can listen on it), in a subnet `<ip>/24` created for it (and the block associated with
+/// the VPC) unless one exists. It is `running` at once (moto). Returns its id.
+pub async fn run_named_instance(ec2: &Client, world: &World, name: &str, ip: Ipv4Addr) -> anyhow::Result<String> {
+    anyhow::ensure!(ip.is_loopback(), "the lab only uses 127.0.0.0/8 addresses, not {ip}");
+    let block = ipnet::Ipv4Net::new(ip, 24).context("bad prefix")?.trunc().to_string();
+    let subnets = ec2
+        .describe_subnets()
+        .filters(Filter::builder().name("vpc-id").values(&world.vpc_id).build())
+        .filters(Filter::builder().name("cidr-block").values(&block).build())
+        .send()
+        .await
+        .context("DescribeSubnets")?;
+    let subnet_id = match subnets.subnets().iter().find_map(|s| s.subnet_id()) {
+        Some(id) => id.to_owned(),
+        None => {
+            let vpcs = ec2.describe_vpcs().vpc_ids(&world.vpc_id).send().await.context("DescribeVpcs")?;
+            let associated = vpcs
+                .vpcs()
+                .iter()
+                .flat_map(|v| v.cidr_block_association_set())
+                .any(|a| a.cidr_block() == Some(block.as_str()));
+            if !associated {
+                associate_vpc_cidr(ec2, &world.vpc_id, ip, 24).await?;
+            }
+            ec2.create_subnet()
+                .vpc_id(&world.vpc_id)
+                .cidr_block(&block)
+                .send()
+                .await
+                .with_context(|| format!("CreateSubnet {block}"))?
+                .subnet
+                .and_then(|s| s.subnet_id)
+                .context("CreateSubnet returned no id")?
+        }
+    };
+    ec2.run_instances()
+        .image_id(image_id(ec2).await?)
+        .instance_type(InstanceType::T3Micro)
+        .min_count(1)
+        .max_count(1)
+        .subnet_id(subnet_id)
+        .private_ip_address(ip.to_string())
+        .security_group_ids(&world.private_sg_id)
+        .tag_specifications(name_tag_spec(name))
+        .send()
+        .await
+        .with_context(|| format!("RunInstances Name={name} at {ip}"))?
+        .instances
+        .unwrap_or_default()
+        .into_iter()
+        .find_map(|i| i.instance_id)
+        .context("RunInstances returned no instance")
 }
 
 async fn security_group(ec2: &Client, vpc_id: &str, name: &str, from_group: Option<&str>) -> anyhow::Result<String> {
