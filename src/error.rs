@@ -180,7 +180,8 @@ impl Error {
                 ))
             }
             Error::NameLookup { cause, bastion, .. } => {
-                let off = format!("or set `resolve_name_tags = false` for bastion {bastion} to pass names on unresolved");
+                let off =
+                    format!("or set `resolve_name_tags = false` for bastion {bastion} to pass names on unresolved");
                 Some(match cause.hint() {
                     Some(h) if !matches!(&**cause, Error::Ec2(Ec2Error::NotFound { .. })) => format!("{h}; {off}"),
                     _ => off,

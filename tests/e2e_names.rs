@@ -77,11 +77,11 @@ async fn round_trip(addr: SocketAddr, lab: &Lab) {
 /// Runs `bastionctl forward 0:<target>` and returns the child and its local address (from its listener line).
 async fn forward(lab: &Lab, target: &str) -> (tokio::process::Child, SocketAddr) {
     let spec = format!("0:{target}");
-    let mut child =
-        lab.bastionctl_command(["forward", spec.as_str()]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut cmd = lab.bastionctl_command(["forward", spec.as_str()]);
+    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let line = tokio::time::timeout(DEADLINE, lines.next_line()).await.expect("a listener line").unwrap().unwrap();
-    let local: SocketAddr = line.split(' ').next().unwrap().parse().unwrap_or_else(|_| panic!("listener line {line:?}"));
+    let local = line.split(' ').next().unwrap().parse().unwrap_or_else(|_| panic!("listener line {line:?}"));
     (child, local)
 }
 
@@ -99,13 +99,17 @@ async fn names_resolve_through_the_name_tag_or_fail_clearly() {
     o.extra_targets = ["web", "twin", "far", "localhost"].map(String::from).to_vec();
     o.extra_target_ports = vec![db.port(), local_db.port()];
     o.name_hosts = ["web", "twin", "far"].map(String::from).to_vec();
-    o.extra_config = format!("\n[[forward]]\nname = \"webdb\"\nlisten = \"127.0.0.1:{listen}\"\ntarget = \"web:{}\"\n", db.port());
+    o.extra_config =
+        format!("\n[[forward]]\nname = \"webdb\"\nlisten = \"127.0.0.1:{listen}\"\ntarget = \"web:{}\"\n", db.port());
     let lab = lab(o).await;
     let web = add(&lab, "web", PRIVATE).await;
     // A stopped instance with the same Name does not count: only running ones are looked up.
     let stopped_web = add(&lab, "web", Ipv4Addr::new(127, 0, 3, 7)).await;
     lab.ec2().stop_instances().instance_ids(&stopped_web).send().await.unwrap();
-    let twins = [add(&lab, "twin", Ipv4Addr::new(127, 0, 3, 2)).await, add(&lab, "twin", Ipv4Addr::new(127, 0, 3, 3)).await];
+    let twins = [
+        add(&lab, "twin", Ipv4Addr::new(127, 0, 3, 2)).await,
+        add(&lab, "twin", Ipv4Addr::new(127, 0, 3, 3)).await,
+    ];
     // In the VPC, but outside `targets` (127.0.3.1/32): refused before anything dials it.
     let far = add(&lab, "far", Ipv4Addr::new(127, 0, 4, 1)).await;
     let _daemon = lab.start_daemon().await.unwrap_or_else(|e| panic!("{e:#}"));

@@ -114,7 +114,9 @@ impl Routes {
             .iter()
             .map(|b| Entry {
                 set: match b.target_rules() {
-                    rules if !rules.is_empty() => SetSource::Configured(RuleSet::configured(rules, b.target_ports.clone())),
+                    rules if !rules.is_empty() => {
+                        SetSource::Configured(RuleSet::configured(rules, b.target_ports.clone()))
+                    }
                     _ => SetSource::Vpc { ports: b.target_ports.clone(), cell: OnceCell::new() },
                 },
                 resolve_names: b.resolve_name_tags,
@@ -133,7 +135,9 @@ impl Routes {
     async fn set(&self, index: usize, bastion: &Bastion) -> Result<&RuleSet, Arc<Error>> {
         match &self.entries[index].set {
             SetSource::Configured(set) => Ok(set),
-            SetSource::Vpc { ports, cell } => cell.get_or_try_init(|| self.resolve_vpc_set(index, bastion, ports)).await,
+            SetSource::Vpc { ports, cell } => {
+                cell.get_or_try_init(|| self.resolve_vpc_set(index, bastion, ports)).await
+            }
         }
     }
 
@@ -191,7 +195,7 @@ impl Routes {
                 _ => Arc::new(Error::NameLookup { name: name.clone(), bastion: bastion_name.clone(), cause }),
             })?;
         let Some(inst) = found else {
-            debug!(bastion = %bastion_name, "no running instance in the VPC is tagged Name={name}; {name} goes to the bastion as it is");
+            debug!(bastion = %bastion_name, "no running instance in the VPC is tagged Name={name}; passing {name} on");
             return Ok(host.clone());
         };
         let ip = TargetHost::Ip(inst.private_ip);

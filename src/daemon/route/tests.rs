@@ -127,7 +127,8 @@ fn name_errors_say_which_key_to_change() {
     assert!(hint.contains("add 10.0.99.5") && hint.contains("`targets` of bastion prod"), "{hint}");
     assert!(hint.contains("resolve_name_tags = false"), "{hint}");
 
-    let denied = Ec2Error::Api { operation: "DescribeInstances", code: "UnauthorizedOperation".into(), message: "".into() };
+    let denied =
+        Ec2Error::Api { operation: "DescribeInstances", code: "UnauthorizedOperation".into(), message: "".into() };
     let lookup = Error::NameLookup { name: "web".into(), bastion: "prod".into(), cause: Arc::new(Error::Ec2(denied)) };
     assert_eq!(lookup.kind(), "permission");
     let hint = lookup.hint().unwrap();

@@ -258,7 +258,10 @@ async fn private_ips_by_name_errors_keep_their_code_or_name_the_field() {
     let denied = mock!(Client::describe_instances)
         .then_error(|| DescribeInstancesError::generic(meta("UnauthorizedOperation")));
     let err = mock_ec2(&[&denied]).private_ips_by_name("vpc-1234", "web").await.unwrap_err();
-    assert!(matches!(&err, Ec2Error::Api { operation: "DescribeInstances", code, .. } if code == "UnauthorizedOperation"));
+    assert!(
+        matches!(&err, Ec2Error::Api { operation: "DescribeInstances", code, .. } if code == "UnauthorizedOperation"),
+        "{err:?}"
+    );
     assert!(err.hint().unwrap().contains("ec2:DescribeInstances"), "{err:?}");
 
     let bad = mock!(Client::describe_instances)
