@@ -13,7 +13,7 @@ use crate::control::Op;
 use crate::ec2::Ec2Api;
 use crate::ec2::aws::AwsEc2;
 use crate::hostkeys::known_hosts::{KnownHosts, Lookup};
-use crate::hostkeys::verify::{Decision, HostNames, decide};
+use crate::hostkeys::check::{Decision, HostNames, decide};
 use crate::hostkeys::{cert, console, fingerprint, pins};
 use crate::ssh::fetch_host_key;
 use crate::ssh::{HANDSHAKE_TIMEOUT, wait_for_banner};
