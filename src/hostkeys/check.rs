@@ -25,8 +25,7 @@ use russh::keys::{PublicKey, PublicKeyOrCertificate};
 
 use super::console::{self, ConsoleSource};
 use super::known_hosts::{Entry, KnownHosts, Lookup, Marker};
-use super::{cert, fingerprint, known_hosts_line, known_hosts_name, pins};
-use crate::ssh::SshError;
+use super::{HostKeyError, cert, fingerprint, known_hosts_line, known_hosts_name, pins};
 
 /// Bound on the GetConsoleOutput call made during a handshake.
 pub const CONSOLE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -240,8 +239,8 @@ impl HostKeyCheck {
     }
 
     #[allow(clippy::result_large_err)] // see `verify`
-    fn load(path: &std::path::Path) -> Result<KnownHosts, SshError> {
-        KnownHosts::load(path).map_err(|e| SshError::KnownHosts { path: path.into(), reason: e.to_string() })
+    fn load(path: &std::path::Path) -> Result<KnownHosts, HostKeyError> {
+        KnownHosts::load(path).map_err(|e| HostKeyError::File { path: path.into(), reason: e.to_string() })
     }
 
     /// Whether the config's `known_hosts` has an `@cert-authority` line for this bastion (then the handshake asks
@@ -251,12 +250,12 @@ impl HostKeyCheck {
         self.names().lookups().iter().any(|(name, _)| kh.has_cert_authority_for(name))
     }
 
-    /// Accepts or refuses `offered`: the files ([`decide`]), then first trust (see the module doc). Errors: [`SshError::HostKeyRevoked`],
-    /// [`SshError::HostKeyChanged`] (with both fingerprints and the line), [`SshError::HostKeyUnknown`] (with the
-    /// `bastionctl trust` command), [`SshError::KnownHosts`] (unreadable file or line, or a pin that cannot be
-    /// written).
+    /// Accepts or refuses `offered`: the files ([`decide`]), then first trust (see the module doc). Errors:
+    /// [`HostKeyError::Revoked`], [`HostKeyError::Changed`] (with both fingerprints and the line),
+    /// [`HostKeyError::Unknown`] (with the `bastionctl trust` command), [`HostKeyError::File`] (unreadable file or
+    /// line, or a pin that cannot be written).
     #[allow(clippy::result_large_err)] // refusals are rare and carry what the user needs
-    pub async fn verify(&self, offered: &PublicKeyOrCertificate) -> Result<(), SshError> {
+    pub async fn verify(&self, offered: &PublicKeyOrCertificate) -> Result<(), HostKeyError> {
         let user = Self::load(&self.known_hosts)?;
         let pins = match &self.first_trust {
             Some(t) => Some(Self::load(&t.pins)?),
@@ -270,9 +269,9 @@ impl HostKeyCheck {
                 Ok(())
             }
             Decision::Revoked { path, line } => {
-                Err(SshError::HostKeyRevoked { known_hosts: path, line, fingerprint: fingerprint(&key) })
+                Err(HostKeyError::Revoked { known_hosts: path, line, fingerprint: fingerprint(&key) })
             }
-            Decision::Changed { path, line, name, pinned, .. } => Err(SshError::HostKeyChanged {
+            Decision::Changed { path, line, name, pinned, .. } => Err(HostKeyError::Changed {
                 known_hosts: path,
                 line,
                 name,
@@ -281,16 +280,16 @@ impl HostKeyCheck {
                 trust_command,
             }),
             Decision::Invalid { path, line, reason } => {
-                Err(SshError::KnownHosts { path, reason: format!("line {line} applies to this bastion but {reason}") })
+                Err(HostKeyError::File { path, reason: format!("line {line} applies to this bastion but {reason}") })
             }
             Decision::Unknown => self.first_trust(&key).await,
         }
     }
 
     /// First trust for a key no file knows.
-    async fn first_trust(&self, key: &PublicKey) -> Result<(), SshError> {
+    async fn first_trust(&self, key: &PublicKey) -> Result<(), HostKeyError> {
         let fp = fingerprint(key);
-        let unknown = |console: Option<String>| SshError::HostKeyUnknown {
+        let unknown = |console: Option<String>| HostKeyError::Unknown {
             addr: self.addr,
             instance_id: self.instance_id.clone(),
             known_hosts: self.known_hosts.clone(),
@@ -333,13 +332,13 @@ impl HostKeyCheck {
         }
     }
 
-    async fn pin(&self, t: &FirstTrust, key: &PublicKey, source: &'static str) -> Result<usize, SshError> {
+    async fn pin(&self, t: &FirstTrust, key: &PublicKey, source: &'static str) -> Result<usize, HostKeyError> {
         let (path, id, key) = (t.pins.clone(), self.instance_id.clone(), key.clone());
         let res = tokio::task::spawn_blocking(move || pins::pin(&path, &id, &key, source, false)).await;
         match res {
             Ok(Ok(line)) => Ok(line),
-            Ok(Err(e)) => Err(SshError::KnownHosts { path: t.pins.clone(), reason: e.to_string() }),
-            Err(e) => Err(SshError::KnownHosts { path: t.pins.clone(), reason: format!("pinning failed: {e}") }),
+            Ok(Err(e)) => Err(HostKeyError::File { path: t.pins.clone(), reason: e.to_string() }),
+            Err(e) => Err(HostKeyError::File { path: t.pins.clone(), reason: format!("pinning failed: {e}") }),
         }
     }
 }
