@@ -13,7 +13,7 @@ use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 use tokio::time::{Instant, timeout_at};
 
-use super::handler::{ClientHandler, SessionEvents};
+use super::session::{ClientHandler, SessionEvents};
 use super::{RusshSession, SshError, auth};
 use crate::hostkeys::check::{FirstTrust, HostKeyCheck};
 use crate::progress::Progress;

@@ -11,7 +11,6 @@ pub mod auth;
 pub mod ciphers;
 mod dialer;
 mod error;
-mod handler;
 mod identity;
 mod fetch_key;
 mod session;
