@@ -76,7 +76,7 @@ pub enum Error {
     },
     /// No bastion of that name.
     #[error("{0}")]
-    UnknownBastion(String),
+    UnknownBastion(crate::config::UnknownBastion),
     /// The daemon is shutting down, or `down` interrupted the start this request waited for.
     #[error("{0}")]
     Aborted(String),

@@ -87,16 +87,8 @@ fn split_fields(s: &str) -> Option<Vec<&str>> {
 /// Errors: a target the config does not allow (naming the key to add), a port that cannot be bound.
 pub async fn run(cfg: &Config, bind: IpAddr, specs: Vec<ForwardSpec>, progress: ProgressUi) -> anyhow::Result<()> {
     for s in &specs {
-        cfg.check_target(&s.host, s.port).map_err(|detail| {
-            let refusal = crate::error::Error::NotAllowed {
-                host: s.host.clone(),
-                port: s.port,
-                config: cfg.source.display().to_string(),
-                detail,
-            };
-            // The same message and hint the daemon would answer with.
-            crate::client::DaemonError::from(refusal.to_reply())
-        })?;
+        let host = crate::target::TargetHost::parse(&s.host)?;
+        crate::proxy::check_policy(cfg, &host, s.port)?;
     }
     let mut tasks = tokio::task::JoinSet::new();
     for s in specs {

@@ -94,6 +94,7 @@ async fn connect(
 ) -> anyhow::Result<Negotiated> {
     // Checked here too (the daemon checks every request), so a bad name fails before a daemon is started for it.
     let host = crate::target::TargetHost::parse(host)?;
+    check_policy(cfg, &host, port)?;
     let stream = client::connect_or_spawn(cfg).await?;
     let mut io = BufReader::with_capacity(buf, stream);
     // Version 1: a newer proxy still works with an older daemon that is still running.
@@ -104,6 +105,20 @@ async fn connect(
         .await
         .with_context(|| format!("the daemon gave no answer within {}s", longest.as_secs()))??;
     Ok(Negotiated { io, framed })
+}
+
+/// The target policy as far as the config alone decides it (`targets`, `target_ports`), checked before a daemon is
+/// started or a listener bound. A refusal has the message and hint the daemon would answer with.
+pub(crate) fn check_policy(cfg: &Config, host: &crate::target::TargetHost, port: u16) -> Result<(), DaemonError> {
+    crate::policy::check_config(cfg, host, port).map_err(|detail| {
+        let refusal = crate::error::Error::NotAllowed {
+            host: host.to_string(),
+            port,
+            config: cfg.source.display().to_string(),
+            detail,
+        };
+        DaemonError::from(refusal.to_reply())
+    })
 }
 
 /// Reads replies until `ok` (tunnel starts; returns whether the daemon frames its bytes) or `error` (a

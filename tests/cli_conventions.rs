@@ -80,6 +80,33 @@ fn exit_statuses_follow_sysexits() {
     assert!(refused.stdout.is_empty(), "nothing listened: {}", text(&refused.stdout));
 }
 
+/// Mistakes the config alone can tell apart are answered before a daemon is started for them: the socket and the
+/// daemon's log never appear.
+#[test]
+fn usage_mistakes_and_refused_targets_start_no_daemon() {
+    let h = home("\"10.0.16.0/20\"");
+    let socket = h.dir.path().join("run/control.sock");
+    let log = h.dir.path().join("daemon.log");
+    let cases: &[(&[&str], i32, &str)] = &[
+        (&["up", "nosuch"], 64, "no bastion named `nosuch`"),
+        (&["down", "nosuch"], 64, "no bastion named `nosuch`"),
+        (&["trust", "nosuch"], 64, "no bastion named `nosuch`"),
+        (&["doctor", "nosuch"], 64, "no bastion named `nosuch`"),
+        (&["proxy", "10.0.16.5", "0"], 64, "0 is not in 1..=65535"),
+        (&["proxy", "bad_host!", "22"], 64, "bad_host!"),
+        (&["proxy", "8.8.8.8", "22"], 77, "8.8.8.8 matches none of targets [10.0.16.0/20]"),
+        (&["proxy", "10.0.16.5", "5432"], 77, "add 5432 to target_ports"),
+    ];
+    for (args, want, says) in cases {
+        let out = run(&h, args);
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(*want), "{args:?}: {err}");
+        assert!(err.contains(says), "{args:?} does not say `{says}`: {err}");
+        assert!(out.stdout.is_empty(), "{args:?} wrote to stdout: {}", text(&out.stdout));
+        assert!(!socket.exists() && !log.exists(), "{args:?} started a daemon: {err}");
+    }
+}
+
 #[test]
 fn completions_and_man_page_cover_every_subcommand() {
     let h = home("\"10.0.16.0/20\"");

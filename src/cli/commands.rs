@@ -42,6 +42,8 @@ pub(super) async fn run(args: Args) -> anyhow::Result<()> {
         Command::Proxy { host, port, fdpass: true } => crate::proxy::run_fdpass(&cfg, &host, port, &mut progress).await,
         Command::Daemon => run_daemon(cfg).await,
         Command::Up { bastion } => {
+            // A name the config does not have is a usage error here, before a daemon is started for it.
+            cfg.bastion(bastion.as_deref())?;
             let stream = client::connect_or_spawn(&cfg).await?;
             let ok = ask(stream, Op::Up { bastion }, &mut progress).await?;
             progress.finish();
@@ -120,6 +122,7 @@ pub(super) async fn ask(stream: tokio::net::UnixStream, op: Op, progress: &mut P
 }
 
 async fn down(cfg: &Config, bastion: Option<String>, force: bool, progress: &mut ProgressUi) -> anyhow::Result<()> {
+    let b = cfg.bastion(bastion.as_deref())?;
     if let Some(stream) = client::try_connect(&cfg.socket_path()).await? {
         let msg = ask(stream, Op::Down { bastion, force }, progress).await?.message;
         progress.finish();
@@ -127,7 +130,6 @@ async fn down(cfg: &Config, bastion: Option<String>, force: bool, progress: &mut
         return Ok(());
     }
     // No daemon: nothing is forwarded, so stop it directly.
-    let b = cfg.bastion(bastion.as_deref()).map_err(anyhow::Error::msg)?;
     let ec2 = AwsEc2::from_config(&cfg.aws).await?;
     let id = crate::ec2::resolve(&ec2, &b.instance_ref()).await?;
     let state = ec2.describe(&id).await.with_context(|| format!("cannot describe {id}"))?.state;

@@ -55,6 +55,10 @@ impl Report {
 
 /// Runs every check; `Err` (exit 1) when at least one failed.
 pub(super) async fn run(config: Option<&Path>, bastion: Option<&str>) -> anyhow::Result<()> {
+    // A name the config does not have is a usage error (as for up, down and trust), not a failed check.
+    if let (Some(name), Ok(cfg)) = (bastion, Config::load_default(config)) {
+        cfg.bastion(Some(name))?;
+    }
     let mut r = Report::default();
     check_all(&mut r, config, bastion).await;
     println!("{} passed, {} failed", r.passed, r.failed);

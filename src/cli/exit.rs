@@ -4,13 +4,14 @@
 //! |---|---|---|
 //! | 0 | success | |
 //! | 1 | anything else | `doctor` found a failing check, `status` could not learn a state |
-//! | 64 | usage (EX_USAGE) | unknown option, bad `forward` spec, no bastion of that name |
+//! | 64 | usage (EX_USAGE) | unknown option, bad `forward` spec, no bastion of that name, a malformed target host or port 0 |
 //! | 69 | unavailable (EX_UNAVAILABLE) | bastion did not start in time, network, SSH connect, broken tunnel, no daemon |
 //! | 77 | permission (EX_NOPERM) | IAM denies an EC2 action, no credentials, target not allowed, host key refused, bastion login refused |
 //! | 78 | configuration (EX_CONFIG) | the config file is missing or invalid, no region, the instance does not exist, an identity file cannot be used |
 
 use crate::client::DaemonError;
-use crate::config::ConfigError;
+use crate::config::{ConfigError, UnknownBastion};
+use crate::target::TargetError;
 use crate::ec2::Ec2Error;
 use crate::forward::SpecError;
 
@@ -42,7 +43,10 @@ pub fn for_error(e: &anyhow::Error) -> u8 {
         if cause.downcast_ref::<ConfigError>().is_some() {
             return CONFIG;
         }
-        if cause.downcast_ref::<SpecError>().is_some() {
+        if cause.downcast_ref::<SpecError>().is_some()
+            || cause.downcast_ref::<UnknownBastion>().is_some()
+            || cause.downcast_ref::<TargetError>().is_some()
+        {
             return USAGE;
         }
         if let Some(d) = cause.downcast_ref::<DaemonError>() {
@@ -61,7 +65,7 @@ pub fn for_error(e: &anyhow::Error) -> u8 {
 /// The status for an error kind as the daemon reports it ([`crate::error::Error::kind`]).
 pub fn for_kind(kind: &str) -> u8 {
     match kind {
-        "bad_request" => USAGE,
+        "bad_request" | "bad_target" => USAGE,
         "timeout" | "network" | "throttled" | "connect" | "disconnected" | "channel" | "tunnel_broken" | "aborted"
         | "terminated" | "no_address" | "busy" | "invalid_state" => UNAVAILABLE,
         "permission" | "credentials" | "forbidden" | "not_allowed" | "host_key" | "auth" => NOPERM,

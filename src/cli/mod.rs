@@ -38,7 +38,8 @@ pub enum Command {
     Proxy {
         /// Target host as ssh passes it (%h): an address or a name the bastion resolves.
         host: String,
-        /// Target port (%p).
+        /// Target port (%p), 1 to 65535.
+        #[arg(value_parser = clap::value_parser!(u16).range(1..))]
         port: u16,
         /// Pass the connected socket to ssh and exit (needs `ProxyUseFdpass yes` in ssh_config): the proxy process
         /// then stays out of the data path.

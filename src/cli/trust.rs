@@ -20,7 +20,7 @@ use crate::ssh::{HANDSHAKE_TIMEOUT, wait_for_banner};
 
 /// Runs `bastionctl trust`.
 pub async fn run(cfg: &Config, bastion: Option<String>, yes: bool, replace: bool) -> anyhow::Result<()> {
-    let b = cfg.bastion(bastion.as_deref()).map_err(anyhow::Error::msg)?;
+    let b = cfg.bastion(bastion.as_deref())?;
     let deadline = Instant::now() + b.start_timeout;
     let (id, addr) = start_through_daemon(cfg, b).await?;
     let ec2 = AwsEc2::from_config(&cfg.aws).await?;

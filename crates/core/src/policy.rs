@@ -106,6 +106,30 @@ pub fn check(set: &RuleSet, host: &TargetHost, port: u16) -> Result<(), String> 
     Ok(())
 }
 
+/// Whether `host:port` may be forwarded, as far as the config alone can tell: a bastion whose `targets` allow it,
+/// or one without `targets` (its VPC's CIDR blocks, known only to the daemon) whose `target_ports` allow the port.
+/// The proxy and `forward` ask it first, so a refused target starts no daemon and binds no listener.
+///
+/// Errors: why each bastion refuses, as the daemon would say it, each ending with the key to change.
+pub fn check_config(cfg: &crate::config::Config, host: &TargetHost, port: u16) -> Result<(), String> {
+    let mut reasons = Vec::new();
+    for b in &cfg.bastions {
+        match &b.targets {
+            Some(_) => match check(&RuleSet::configured(b.target_rules(), b.target_ports.clone()), host, port) {
+                Ok(()) => return Ok(()),
+                Err(why) => reasons.push(format!("bastion {}: {why}", b.name())),
+            },
+            None if b.target_ports.contains(&port) => return Ok(()),
+            None => reasons.push(format!(
+                "bastion {}: port {port} is not in target_ports {:?}: add {port} to target_ports",
+                b.name(),
+                b.target_ports
+            )),
+        }
+    }
+    Err(reasons.join("; "))
+}
+
 /// Refuses a `targets` entry that would open the proxy to the internet (see the module docs for the rule). `raw`
 /// is the entry as written (the literal `0.0.0.0/0` / `::/0` opt-in is checked on it), `rule` its parsed form.
 ///
@@ -167,6 +191,28 @@ mod tests {
 
     fn set(list: &[&str], ports: &[u16]) -> RuleSet {
         RuleSet::configured(list.iter().map(|s| parse_target(s).unwrap()).collect(), ports.to_vec())
+    }
+
+    #[test]
+    fn the_config_alone_decides_configured_targets_and_the_ports_of_vpc_bastions() {
+        let path = std::path::Path::new("/cfg.toml");
+        let two = concat!(
+            "[[bastion]]\nname = \"a\"\ninstance_id = \"i-0123456789abcdef0\"\ntargets = [\"10.0.16.0/20\"]\n",
+            "[[bastion]]\nname = \"b\"\ninstance_id = \"i-0123456789abcdef1\"\ntargets = [\"*.internal\"]\n",
+        );
+        let cfg = crate::config::Config::from_str(two, path).unwrap();
+        let host = |h: &str| TargetHost::parse(h).unwrap();
+        assert_eq!(check_config(&cfg, &host("10.0.16.5"), 22), Ok(()));
+        assert_eq!(check_config(&cfg, &host("db.internal"), 22), Ok(()));
+        let why = check_config(&cfg, &host("8.8.8.8"), 22).unwrap_err();
+        assert!(why.starts_with("bastion a: ") && why.contains("; bastion b: "), "{why}");
+        let ports = check_config(&cfg, &host("10.0.16.5"), 5432).unwrap_err();
+        assert!(ports.contains("add 5432 to target_ports"), "{ports}");
+        // A bastion without `targets` allows its VPC's blocks, which only the daemon can look up; the port it can tell.
+        let vpc = format!("{two}[[bastion]]\nname = \"c\"\ninstance_id = \"i-0123456789abcdef2\"\n");
+        let cfg = crate::config::Config::from_str(&vpc, path).unwrap();
+        assert_eq!(check_config(&cfg, &host("8.8.8.8"), 22), Ok(()));
+        assert!(check_config(&cfg, &host("8.8.8.8"), 80).unwrap_err().contains("bastion c: port 80"));
     }
 
     #[test]

@@ -1,14 +1,15 @@
 //! `[[forward]]`: named local listeners the daemon keeps open, each forwarding its connections to one `HOST:PORT`
 //! through the bastion that allows it (the bastion starts on the first connection, not when the daemon starts).
-//! Also the `HOST:PORT` syntax shared with `bastionctl forward`, and the config-time check that a target is allowed.
+//! Also the `HOST:PORT` syntax shared with `bastionctl forward`.
 
 use std::net::SocketAddr;
 
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::{BastionConfig, Config};
-use crate::policy::{self, RuleSet};
+use super::Config;
+use crate::policy;
+use crate::target::TargetHost;
 
 /// One `[[forward]]` table.
 #[derive(Debug, Clone, Deserialize)]
@@ -54,39 +55,6 @@ pub fn parse_host_port(s: &str) -> Result<(String, u16), String> {
     }
 }
 
-impl Config {
-    /// Whether `host:port` may be forwarded, as far as the config alone can tell: a bastion whose `targets` allow it,
-    /// or one without `targets` (its VPC's CIDR blocks, known only to the daemon) whose `target_ports` allow the port.
-    ///
-    /// The host goes through [`crate::target::TargetHost::parse`] first, like every target the daemon sees.
-    ///
-    /// Errors: what is wrong with the name, or why each bastion refuses, each ending with the key to change.
-    pub fn check_target(&self, host: &str, port: u16) -> Result<(), String> {
-        let target = crate::target::TargetHost::parse(host).map_err(|e| e.to_string())?;
-        let mut reasons = Vec::new();
-        for b in &self.bastions {
-            match static_rules(b) {
-                Some(set) => match policy::check(&set, &target, port) {
-                    Ok(()) => return Ok(()),
-                    Err(why) => reasons.push(format!("bastion {}: {why}", b.name())),
-                },
-                None if b.target_ports.contains(&port) => return Ok(()),
-                None => reasons.push(format!(
-                    "bastion {}: port {port} is not in target_ports {:?}: add {port} to target_ports",
-                    b.name(),
-                    b.target_ports
-                )),
-            }
-        }
-        Err(reasons.join("; "))
-    }
-}
-
-/// A bastion's configured rule set, or `None` when it uses its VPC's blocks (unknown without EC2).
-fn static_rules(b: &BastionConfig) -> Option<RuleSet> {
-    b.targets.as_ref().map(|_| RuleSet::configured(b.target_rules(), b.target_ports.clone()))
-}
-
 /// Checks the `[[forward]]` tables: `(key, span of the value, message)` for the first bad one.
 pub(super) fn validate(cfg: &Config) -> Result<(), (String, std::ops::Range<usize>, String)> {
     let mut names = std::collections::HashMap::new();
@@ -103,7 +71,8 @@ pub(super) fn validate(cfg: &Config) -> Result<(), (String, std::ops::Range<usiz
             return Err((format!("forward[{i}].listen"), f.listen.span(), msg));
         }
         let (host, port) = parse_host_port(f.target.get_ref()).map_err(|m| (format!("forward[{i}].target"), f.target.span(), m))?;
-        cfg.check_target(&host, port)
+        let target = TargetHost::parse(&host).map_err(|e| (format!("forward[{i}].target"), f.target.span(), e.to_string()))?;
+        policy::check_config(cfg, &target, port)
             .map_err(|m| (format!("forward[{i}].target"), f.target.span(), format!("{host}:{port} is not allowed: {m}")))?;
     }
     Ok(())

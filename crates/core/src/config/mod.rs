@@ -75,7 +75,8 @@ pub enum ConfigError {
         message: String,
     },
     /// The TOML is well-formed but a value is not allowed.
-    #[error("invalid config file {path}, line {line}, key `{key}`: {message}")]
+    // The message may quote the file's value (a string can hold a newline or an escape sequence): escaped.
+    #[error("invalid config file {path}, line {line}, key `{key}`: {}", crate::escape::Escaped(message))]
     Invalid {
         /// The file.
         path: PathBuf,
@@ -86,6 +87,18 @@ pub enum ConfigError {
         /// What is wrong and what to write instead.
         message: String,
     },
+}
+
+/// A bastion name on the command line (or in a request) that the config does not have: a usage error.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("no bastion named `{}` in {}; known: {}", crate::escape::Escaped(name), config.display(), known.join(", "))]
+pub struct UnknownBastion {
+    /// The name asked for, as given.
+    pub name: String,
+    /// The config file that was searched.
+    pub config: PathBuf,
+    /// The names it has, in order.
+    pub known: Vec<String>,
 }
 
 /// The whole configuration file.
@@ -308,13 +321,13 @@ impl Config {
     }
 
     /// Finds a bastion by its [`BastionConfig::name`]; `None` picks the first. Errors list the known names.
-    pub fn bastion(&self, name: Option<&str>) -> Result<&BastionConfig, String> {
+    pub fn bastion(&self, name: Option<&str>) -> Result<&BastionConfig, UnknownBastion> {
         match name {
             None => Ok(&self.bastions[0]),
-            Some(n) => self.bastions.iter().find(|b| b.name() == n).ok_or_else(|| {
-                let known: Vec<String> = self.bastions.iter().map(|b| b.name()).collect();
-                let n = crate::escape::Escaped(n);
-                format!("no bastion named `{n}` in {}; known: {}", self.source.display(), known.join(", "))
+            Some(n) => self.bastions.iter().find(|b| b.name() == n).ok_or_else(|| UnknownBastion {
+                name: n.to_string(),
+                config: self.source.clone(),
+                known: self.bastions.iter().map(|b| b.name()).collect(),
             }),
         }
     }

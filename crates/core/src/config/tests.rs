@@ -160,7 +160,7 @@ fn bastion_lookup_by_name_defaults_to_the_first_and_lists_known_names() {
     ));
     assert_eq!(cfg.bastion(None).unwrap().name(), "prod");
     assert_eq!(cfg.bastion(Some("staging-bastion")).unwrap().name(), "staging-bastion");
-    let err = cfg.bastion(Some("dev")).unwrap_err();
+    let err = cfg.bastion(Some("dev")).unwrap_err().to_string();
     assert!(err.contains("no bastion named `dev`") && err.contains(FILE), "{err}");
     assert!(err.contains("prod, staging-bastion"), "{err}");
 }
@@ -399,4 +399,14 @@ fn key_positions_are_found_for_every_form() {
     assert_eq!(key_at(text, text.find("\"b\"").unwrap()), Some("bastion[0].targets[1]".into()));
     assert_eq!(key_at(text, 0), Some("aws".into()));
     assert_eq!(key_span("not [valid", "aws"), None);
+}
+
+#[test]
+fn a_quoted_value_with_control_characters_is_shown_escaped_on_one_line() {
+    let text = "[[bastion]]\ninstance_id = \"i-0123456789abcdef0\"\ntargets = [\"web\\nx\\u001b[31m\"]\n";
+    let err = parse(text).unwrap_err();
+    assert!(matches!(err, ConfigError::Invalid { line: 3, .. }), "{err:?}");
+    let shown = err.to_string();
+    assert!(!shown.contains('\n') && !shown.contains('\u{1b}'), "raw control characters in: {shown:?}");
+    assert!(shown.contains(r"web\nx"), "the value is not shown escaped: {shown}");
 }
