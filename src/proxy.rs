@@ -4,16 +4,19 @@
 //! The daemon frames what it sends ([`control::Frame`]), so the proxy knows how the tunnel ended: the target closed
 //! it (exit 0) or it broke, e.g. the bastion's sshd died or stopped answering keepalives (exit 1 with the reason).
 //!
-//! The copy loops are lean: stdin and stdout are non-blocking pipes ([`stdio`]), each direction has one buffer
-//! allocated once, and frames are decoded in place ([`control::FrameDecoder`]), so each chunk is one read and one
-//! write. With `--fdpass` ([`fdpass`]) the proxy is not in the data path at all: it hands the socket to ssh and exits.
+//! The copy loops are lean: stdin and stdout are non-blocking pipes ([`stdin`], [`stdout`]), each direction has one
+//! buffer allocated once, and frames are decoded in place ([`control::FrameDecoder`]), so each chunk is one read and
+//! one write. With `--fdpass` ([`fdpass`]) the proxy is not in the data path at all: it hands the socket to ssh and
+//! exits.
 
 mod fdpass;
-mod stdio;
+
+use std::os::fd::AsFd;
 
 use anyhow::{Context, bail};
-use tokio::io::{AsyncBufRead, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufRead, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
+use tokio::net::unix::pipe;
 
 use crate::client::{self, DaemonError};
 use crate::config::Config;
@@ -136,11 +139,11 @@ async fn negotiate<R: AsyncBufRead + Unpin>(rd: &mut R, progress: &mut ProgressU
 /// Returns an error when the tunnel broke (framed: an error frame, or the socket ending without an end frame).
 async fn splice(down: Downstream, mut wr: tokio::net::unix::OwnedWriteHalf) -> anyhow::Result<()> {
     let upload = tokio::spawn(async move {
-        let mut stdin = BufReader::with_capacity(UPLOAD_CHUNK, stdio::stdin());
+        let mut stdin = BufReader::with_capacity(UPLOAD_CHUNK, stdin());
         tokio::io::copy_buf(&mut stdin, &mut wr).await?;
         wr.shutdown().await
     });
-    let mut stdout = stdio::stdout();
+    let mut stdout = stdout();
     let res = match down.framed {
         true => copy_frames(&down.buffered[..], down.rd, &mut stdout).await,
         false => {
@@ -157,6 +160,39 @@ async fn splice(down: Downstream, mut wr: tokio::net::unix::OwnedWriteHalf) -> a
         tracing::debug!("upload ended with {e}");
     }
     Ok(())
+}
+
+/// Our stdin: a non-blocking pipe when it is one. ssh gives a ProxyCommand two pipes: those are made non-blocking
+/// and driven by the reactor (tokio's pipe types), so a chunk costs one read or write system call and no hand-off to
+/// a blocking thread (what `tokio::io::stdin()` / `stdout()` do for every call). Anything else (a terminal, a file,
+/// a socket) falls back to tokio's stdin (the same for [`stdout`]).
+fn stdin() -> Box<dyn AsyncRead + Send + Unpin> {
+    let pipe = std::io::stdin()
+        .as_fd()
+        .try_clone_to_owned()
+        .and_then(|fd| pipe::Receiver::from_file(std::fs::File::from(fd)));
+    match pipe {
+        Ok(p) => Box::new(p),
+        Err(e) => {
+            tracing::debug!("stdin is not a pipe ({e}); using blocking reads");
+            Box::new(tokio::io::stdin())
+        }
+    }
+}
+
+/// Our stdout: a non-blocking pipe when it is one.
+fn stdout() -> Box<dyn AsyncWrite + Send + Unpin> {
+    let pipe = std::io::stdout()
+        .as_fd()
+        .try_clone_to_owned()
+        .and_then(|fd| pipe::Sender::from_file(std::fs::File::from(fd)));
+    match pipe {
+        Ok(p) => Box::new(p),
+        Err(e) => {
+            tracing::debug!("stdout is not a pipe ({e}); using blocking writes");
+            Box::new(tokio::io::stdout())
+        }
+    }
 }
 
 /// Copies the payloads of data frames to `out` until the end frame; an error frame or a cut stream is an error

@@ -56,8 +56,21 @@ async fn up_status_and_down_drive_the_bastion() {
     assert!(st.idle_stop_in_secs.is_some_and(|s| s <= 600), "idle clock runs after up: {st:?}");
 
     let table = run(&lab, &["status"]).await;
+    assert!(!text(&table.stderr).contains("warning"), "same config, no warning: {}", text(&table.stderr));
     let table = text(&table.stdout);
     assert!(table.contains("running") && table.contains(&addr) && table.contains("IDLE STOP"), "{table}");
+
+    // Another config on the same socket: the daemon's table is shown, with a warning that it is not this file's.
+    let other = lab.dir().join("other.toml");
+    let same_socket = std::fs::read_to_string(lab.dir().join("bastionctl.toml")).unwrap();
+    std::fs::write(&other, same_socket.replace("name = \"lab\"", "name = \"elsewhere\"")).unwrap();
+    let mut cmd = tokio::process::Command::new(BASTIONCTL);
+    cmd.arg("--config").arg(&other).arg("status");
+    lab.apply_env(&mut cmd);
+    let mixed = cmd.stdin(Stdio::null()).output().await.unwrap();
+    let warned = text(&mixed.stderr);
+    assert!(warned.contains("serves bastions [lab], not this config's [elsewhere]"), "{warned}");
+    assert!(text(&mixed.stdout).contains("running"), "the daemon's view is still shown: {}", text(&mixed.stdout));
 
     let down = run(&lab, &["down"]).await;
     assert!(down.status.success(), "down failed: {}", text(&down.stderr));

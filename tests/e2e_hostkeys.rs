@@ -9,6 +9,7 @@ use std::time::Duration;
 use bastionctl_lab::keys;
 use bastionctl_lab::sshd::{self, SshdSpec};
 use bastionctl_lab::{ConsoleFingerprints, Lab, LabOptions};
+use bastionctl::hostkeys::HostKeyError;
 use bastionctl::ssh::{SshDialer, SshError, SshSettings};
 use bastionctl::progress::Progress;
 use bastionctl::tunnel::Dialer;
@@ -284,13 +285,13 @@ async fn host_certificate_from_a_trusted_ca_is_accepted() {
     assert!(log.contains("cert-v01@openssh.com"), "sshd did not present its certificate:\n{log}");
 
     match dial(ca_line(&other_ca, "*")).await {
-        Err(SshError::HostKeyUnknown { .. }) => {}
-        Err(other) => panic!("another CA: expected HostKeyUnknown, got {other}"),
+        Err(SshError::HostKey(HostKeyError::Unknown { .. })) => {}
+        Err(other) => panic!("another CA: expected HostKeyError::Unknown, got {other}"),
         Ok(_) => panic!("a certificate from an untrusted CA was accepted"),
     }
     match dial(format!("{}@revoked * {}\n", ca_line(&ca, "*"), ca.public_no_comment())).await {
-        Err(SshError::HostKeyRevoked { line: 2, .. }) => {}
-        Err(other) => panic!("revoked CA: expected HostKeyRevoked, got {other}"),
+        Err(SshError::HostKey(HostKeyError::Revoked { line: 2, .. })) => {}
+        Err(other) => panic!("revoked CA: expected HostKeyError::Revoked, got {other}"),
         Ok(_) => panic!("a certificate from a revoked CA was accepted"),
     }
 }

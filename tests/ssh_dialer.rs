@@ -9,6 +9,7 @@ use std::time::Duration;
 use bastionctl_lab::keys::{self, KeyPair};
 use bastionctl_lab::proc::Proc;
 use bastionctl_lab::sshd::{self, SshdSpec};
+use bastionctl::hostkeys::HostKeyError;
 use bastionctl::ssh::{SshDialer, SshError, SshSettings};
 use bastionctl::progress::Progress;
 use bastionctl::tunnel::{Dialer, Session};
@@ -197,13 +198,13 @@ async fn unknown_host_key_is_refused_with_the_line_to_add() {
     let known = f.known_hosts(&[]);
     let err = expect_err(f.dial(f.settings(&f.user_key.private, known.clone())).await);
     match &err {
-        SshError::HostKeyUnknown { instance_id, known_hosts, key_line, fingerprint, .. } => {
+        SshError::HostKey(HostKeyError::Unknown { instance_id, known_hosts, key_line, fingerprint, .. }) => {
             assert_eq!(instance_id, INSTANCE);
             assert_eq!(known_hosts, &known);
             assert_eq!(key_line, &format!("{INSTANCE} {}", f.host_key.public_no_comment()));
             assert!(fingerprint.starts_with("SHA256:"));
         }
-        other => panic!("expected HostKeyUnknown, got {other:?}"),
+        other => panic!("expected HostKeyError::Unknown, got {other:?}"),
     }
     assert_eq!(err.kind(), "host_key");
     // Nothing was learned behind the user's back.
@@ -216,5 +217,5 @@ async fn changed_host_key_is_refused_with_the_line() {
     let other = keys::generate(f.path("other_host"), "other".into()).await.expect("key");
     let known = f.known_hosts(&["# pinned".into(), format!("{INSTANCE} {}", other.public_no_comment())]);
     let err = expect_err(f.dial(f.settings(&f.user_key.private, known)).await);
-    assert!(matches!(&err, SshError::HostKeyChanged { line: 2, .. }), "{err:?}");
+    assert!(matches!(&err, SshError::HostKey(HostKeyError::Changed { line: 2, .. })), "{err:?}");
 }

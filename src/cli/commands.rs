@@ -169,7 +169,10 @@ async fn status(cfg: &Config, json: bool) -> anyhow::Result<()> {
             let mut io = BufReader::new(stream);
             control::write_line(&mut io, &Request { v: VERSION, op: Op::Status }).await?;
             match control::read_line(&mut io).await.context("the daemon closed the connection")? {
-                Reply::Status(list) => list,
+                Reply::Status(list) => {
+                    warn_if_other_config(cfg, &list);
+                    list
+                }
                 Reply::Error(e) if e.message.contains("protocol version") => bail!(
                     "{}: the running daemon is older than this bastionctl; restart it (`systemctl --user restart \
                      bastionctl`, or `kill` the daemon; the next command starts a new one)",
@@ -207,6 +210,23 @@ async fn status(cfg: &Config, json: bool) -> anyhow::Result<()> {
         bail!("the EC2 state is unknown for {} bastion(s):\n{}", unknown.len(), unknown.join("\n"));
     }
     Ok(())
+}
+
+/// The daemon on this socket may have been started with another config (the socket path is per user, not per
+/// file): say so on stderr when its bastions are not this config's, so the table is not mistaken for this file's.
+fn warn_if_other_config(cfg: &Config, list: &[BastionStatus]) {
+    let mine: Vec<String> = cfg.bastions.iter().map(|b| b.name()).collect();
+    let theirs: Vec<&str> = list.iter().map(|s| s.name.as_str()).collect();
+    if mine.iter().map(String::as_str).ne(theirs.iter().copied()) {
+        eprintln!(
+            "bastionctl: warning: the daemon at {} serves bastions [{}], not this config's [{}] ({}): it was started \
+             with another config; give each config its own `[daemon] socket`, or stop that daemon",
+            cfg.socket_path().display(),
+            escape(&theirs.join(", ")),
+            escape(&mine.join(", ")),
+            cfg.source.display()
+        );
+    }
 }
 
 async fn direct_status(cfg: &Config) -> anyhow::Result<Vec<BastionStatus>> {

@@ -1,11 +1,19 @@
-//! Host key verification during the SSH handshake, pinned by EC2 instance id, and first trust for a key no file
-//! knows yet. [`crate::ssh`] calls [`HostKeyCheck::verify`] from its russh handler.
+//! Is this the bastion's host key? One place answers it: the SSH handshake ([`HostKeyCheck::verify`], called from
+//! [`crate::ssh`]'s russh handler), `bastionctl trust` ([`decide`]) and `bastionctl doctor` ([`vouching`]).
 //!
-//! The files decide first ([`crate::hostkeys::verify::decide`]: `@revoked` anywhere refuses, bastionctl's pin by
-//! instance id wins, then the config's `known_hosts` with OpenSSH's semantics). A key neither file knows gets first
-//! trust, in this order: pinned automatically when its fingerprint is in the instance's console output (EC2
-//! GetConsoleOutput, where cloud-init prints them); refused when the console lists other fingerprints; pinned when
-//! the config opts into trust on first use; otherwise refused with the `bastionctl trust` command to run.
+//! The files decide first ([`decide`], no I/O), pinned by EC2 instance id:
+//!
+//! 1. a line that cannot be parsed but applies to the bastion refuses (fix it rather than guess);
+//! 2. `@revoked` in either file for the key (or for the CA of an offered certificate) refuses;
+//! 3. the pin file (bastionctl's own) by instance id wins: its key is accepted, any other key is "changed";
+//! 4. the user's `known_hosts`, read as OpenSSH does: a host certificate from an `@cert-authority` line's CA, else
+//!    a plain line; the instance id (HostKeyAlias style) is looked up before the address;
+//! 5. otherwise the key is unknown.
+//!
+//! An unknown key gets first trust, in this order: pinned automatically when its fingerprint is in the instance's
+//! console output (EC2 GetConsoleOutput, where cloud-init prints them); refused when the console lists other
+//! fingerprints; pinned when the config opts into trust on first use; otherwise refused with the `bastionctl trust`
+//! command to run.
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -16,13 +24,177 @@ use std::time::Duration;
 use russh::keys::{PublicKey, PublicKeyOrCertificate};
 
 use super::console::{self, ConsoleSource};
-use super::known_hosts::KnownHosts;
-use super::verify::{Decision, HostNames, decide};
-use super::{cert, fingerprint, known_hosts_line, pins};
-use crate::ssh::SshError;
+use super::known_hosts::{Entry, KnownHosts, Lookup, Marker};
+use super::{HostKeyError, cert, fingerprint, known_hosts_line, known_hosts_name, pins};
 
 /// Bound on the GetConsoleOutput call made during a handshake.
 pub const CONSOLE_TIMEOUT: Duration = Duration::from_secs(10);
+
+// ---- the files (no I/O) ----
+
+/// The names a bastion is known by.
+#[derive(Debug, Clone)]
+pub struct HostNames {
+    /// The EC2 instance id (the pin's name, like OpenSSH's `HostKeyAlias`).
+    pub instance_id: String,
+    /// The sshd address.
+    pub addr: SocketAddr,
+}
+
+impl HostNames {
+    /// `(known_hosts name, certificate principal)` pairs, in lookup order: the instance id, then the address
+    /// (`127.0.2.1` on port 22, `[127.0.2.1]:2222` otherwise, with principal `127.0.2.1`).
+    pub fn lookups(&self) -> Vec<(String, String)> {
+        lookups(&self.instance_id, Some(self.addr))
+    }
+}
+
+/// The lookups of [`HostNames::lookups`], without the address when it is not known yet.
+fn lookups(instance_id: &str, addr: Option<SocketAddr>) -> Vec<(String, String)> {
+    let mut out = vec![(instance_id.to_ascii_lowercase(), instance_id.to_string())];
+    if let Some(addr) = addr {
+        let ip = addr.ip().to_string();
+        out.push((known_hosts_name(&ip, addr.port()), ip));
+    }
+    out
+}
+
+/// What the files say.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// Accepted; the text says by what (`/path:3 (pinned)`), for the log.
+    Trusted(String),
+    /// A `@revoked` line refuses it.
+    Revoked {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line.
+        line: usize,
+    },
+    /// Another key is trusted for the bastion.
+    Changed {
+        /// The file holding the other key.
+        path: PathBuf,
+        /// Its 1-based line.
+        line: usize,
+        /// The name that line matched.
+        name: String,
+        /// Fingerprint of the key on that line.
+        pinned: String,
+        /// Whether it is bastionctl's pin file (else the user's known_hosts).
+        in_pin_file: bool,
+    },
+    /// An unparsable line applies to the bastion.
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line.
+        line: usize,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// Neither file knows it.
+    Unknown,
+}
+
+/// Decides on `offered` for `names` from `pins` (bastionctl's file, if any) and `user` (the config's
+/// `known_hosts`), at `now` (Unix seconds, for certificate validity).
+pub fn decide(
+    offered: &PublicKeyOrCertificate,
+    names: &HostNames,
+    pins: Option<&KnownHosts>,
+    user: &KnownHosts,
+    now: u64,
+) -> Decision {
+    let key = offered.public_key();
+    let cert = offered.certificate();
+    let ca = cert.map(|c| c.signature_key());
+    let lookups = names.lookups();
+    let files: Vec<&KnownHosts> = pins.into_iter().chain([user]).collect();
+    for kh in &files {
+        for (name, _) in &lookups {
+            if let Some(bad) = kh.invalid_for(name) {
+                return Decision::Invalid { path: kh.path.clone(), line: bad.line, reason: bad.reason.clone() };
+            }
+            if let Some(e) = kh.revoked(name, key.key_data(), ca) {
+                return Decision::Revoked { path: kh.path.clone(), line: e.line };
+            }
+        }
+    }
+    if let Some(pins) = pins {
+        match pins.lookup(&lookups[0].0, key.key_data()) {
+            Lookup::Found(e) => return Decision::Trusted(format!("{}:{} (pinned)", pins.path.display(), e.line)),
+            Lookup::Changed(e) => return changed(pins, e, &lookups[0].0, true),
+            Lookup::NotFound => {}
+        }
+    }
+    if let (Some(cert), Some(ca)) = (cert, ca) {
+        for (name, principal) in &lookups {
+            let Some(e) = user.cert_authority(name, ca) else { continue };
+            match cert::check_host_cert(cert, principal, now) {
+                Ok(()) => {
+                    return Decision::Trusted(format!(
+                        "{}:{} (host certificate signed by this @cert-authority, principal {principal})",
+                        user.path.display(),
+                        e.line
+                    ));
+                }
+                // As OpenSSH does, an unacceptable certificate falls back to its plain key.
+                Err(why) => tracing::info!("host certificate refused for {principal}: {why}; checking its plain key"),
+            }
+        }
+    }
+    for (name, _) in &lookups {
+        match user.lookup(name, key.key_data()) {
+            Lookup::Found(e) => return Decision::Trusted(format!("{}:{}", user.path.display(), e.line)),
+            Lookup::Changed(e) => return changed(user, e, name, false),
+            Lookup::NotFound => {}
+        }
+    }
+    Decision::Unknown
+}
+
+fn changed(kh: &KnownHosts, e: &Entry, name: &str, in_pin_file: bool) -> Decision {
+    Decision::Changed {
+        path: kh.path.clone(),
+        line: e.line,
+        name: name.to_string(),
+        pinned: fingerprint(&e.key),
+        in_pin_file,
+    }
+}
+
+/// What will vouch for the bastion's key before the key is seen, in [`decide`]'s order: a key pinned for its
+/// instance id in `pins`, then a key line or an `@cert-authority` line for one of its names (the instance id, then
+/// `addr` when known) in `user`. `None`: neither file knows the bastion, so first trust will decide. This is what
+/// `bastionctl doctor` reports; the handshake itself runs [`decide`] on the offered key.
+pub fn vouching<'a>(
+    instance_id: &str,
+    addr: Option<SocketAddr>,
+    pins: Option<&'a KnownHosts>,
+    user: &'a KnownHosts,
+) -> Option<(&'a KnownHosts, &'a Entry)> {
+    let names = lookups(instance_id, addr);
+    let plain = |kh: &'a KnownHosts, name: &str| {
+        kh.entries()
+            .iter()
+            .find(|e| e.marker.is_none() && e.applies_to(name))
+            .map(|e| (kh, e))
+    };
+    let ca = |kh: &'a KnownHosts, name: &str| {
+        kh.entries()
+            .iter()
+            .find(|e| e.marker == Some(Marker::CertAuthority) && e.applies_to(name))
+            .map(|e| (kh, e))
+    };
+    pins.and_then(|p| plain(p, &names[0].0)).or_else(|| {
+        names
+            .iter()
+            .find_map(|(name, _)| ca(user, name).or_else(|| plain(user, name)))
+    })
+}
+
+// ---- the handshake: the files, then first trust ----
 
 /// How a key nobody knows yet may come to be trusted (from the bastion's config).
 #[derive(Clone)]
@@ -67,8 +239,8 @@ impl HostKeyCheck {
     }
 
     #[allow(clippy::result_large_err)] // see `verify`
-    fn load(path: &std::path::Path) -> Result<KnownHosts, SshError> {
-        KnownHosts::load(path).map_err(|e| SshError::KnownHosts { path: path.into(), reason: e.to_string() })
+    fn load(path: &std::path::Path) -> Result<KnownHosts, HostKeyError> {
+        KnownHosts::load(path).map_err(|e| HostKeyError::File { path: path.into(), reason: e.to_string() })
     }
 
     /// Whether the config's `known_hosts` has an `@cert-authority` line for this bastion (then the handshake asks
@@ -78,12 +250,12 @@ impl HostKeyCheck {
         self.names().lookups().iter().any(|(name, _)| kh.has_cert_authority_for(name))
     }
 
-    /// Accepts or refuses `offered` (see the module doc). Errors: [`SshError::HostKeyRevoked`],
-    /// [`SshError::HostKeyChanged`] (with both fingerprints and the line), [`SshError::HostKeyUnknown`] (with the
-    /// `bastionctl trust` command), [`SshError::KnownHosts`] (unreadable file or line, or a pin that cannot be
-    /// written).
+    /// Accepts or refuses `offered`: the files ([`decide`]), then first trust (see the module doc). Errors:
+    /// [`HostKeyError::Revoked`], [`HostKeyError::Changed`] (with both fingerprints and the line),
+    /// [`HostKeyError::Unknown`] (with the `bastionctl trust` command), [`HostKeyError::File`] (unreadable file or
+    /// line, or a pin that cannot be written).
     #[allow(clippy::result_large_err)] // refusals are rare and carry what the user needs
-    pub async fn verify(&self, offered: &PublicKeyOrCertificate) -> Result<(), SshError> {
+    pub async fn verify(&self, offered: &PublicKeyOrCertificate) -> Result<(), HostKeyError> {
         let user = Self::load(&self.known_hosts)?;
         let pins = match &self.first_trust {
             Some(t) => Some(Self::load(&t.pins)?),
@@ -97,9 +269,9 @@ impl HostKeyCheck {
                 Ok(())
             }
             Decision::Revoked { path, line } => {
-                Err(SshError::HostKeyRevoked { known_hosts: path, line, fingerprint: fingerprint(&key) })
+                Err(HostKeyError::Revoked { known_hosts: path, line, fingerprint: fingerprint(&key) })
             }
-            Decision::Changed { path, line, name, pinned, .. } => Err(SshError::HostKeyChanged {
+            Decision::Changed { path, line, name, pinned, .. } => Err(HostKeyError::Changed {
                 known_hosts: path,
                 line,
                 name,
@@ -108,16 +280,16 @@ impl HostKeyCheck {
                 trust_command,
             }),
             Decision::Invalid { path, line, reason } => {
-                Err(SshError::KnownHosts { path, reason: format!("line {line} applies to this bastion but {reason}") })
+                Err(HostKeyError::File { path, reason: format!("line {line} applies to this bastion but {reason}") })
             }
             Decision::Unknown => self.first_trust(&key).await,
         }
     }
 
     /// First trust for a key no file knows.
-    async fn first_trust(&self, key: &PublicKey) -> Result<(), SshError> {
+    async fn first_trust(&self, key: &PublicKey) -> Result<(), HostKeyError> {
         let fp = fingerprint(key);
-        let unknown = |console: Option<String>| SshError::HostKeyUnknown {
+        let unknown = |console: Option<String>| HostKeyError::Unknown {
             addr: self.addr,
             instance_id: self.instance_id.clone(),
             known_hosts: self.known_hosts.clone(),
@@ -160,13 +332,13 @@ impl HostKeyCheck {
         }
     }
 
-    async fn pin(&self, t: &FirstTrust, key: &PublicKey, source: &'static str) -> Result<usize, SshError> {
+    async fn pin(&self, t: &FirstTrust, key: &PublicKey, source: &'static str) -> Result<usize, HostKeyError> {
         let (path, id, key) = (t.pins.clone(), self.instance_id.clone(), key.clone());
         let res = tokio::task::spawn_blocking(move || pins::pin(&path, &id, &key, source, false)).await;
         match res {
             Ok(Ok(line)) => Ok(line),
-            Ok(Err(e)) => Err(SshError::KnownHosts { path: t.pins.clone(), reason: e.to_string() }),
-            Err(e) => Err(SshError::KnownHosts { path: t.pins.clone(), reason: format!("pinning failed: {e}") }),
+            Ok(Err(e)) => Err(HostKeyError::File { path: t.pins.clone(), reason: e.to_string() }),
+            Err(e) => Err(HostKeyError::File { path: t.pins.clone(), reason: format!("pinning failed: {e}") }),
         }
     }
 }

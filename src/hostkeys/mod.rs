@@ -5,22 +5,23 @@
 //! - [`known_hosts`] + [`pattern`]: the user's `known_hosts`, read with OpenSSH's semantics (hashed names,
 //!   `[host]:port`, comma lists, `*`/`?`, `!`, tabs, `@revoked`, `@cert-authority`), and [`cert`] for host
 //!   certificates;
-//! - [`verify::decide`]: the precedence between the two;
-//! - [`console`]: the fingerprints cloud-init prints to the instance's console, the first-trust evidence.
-//!
-//! - [`check`]: what the SSH handshake calls: the files first, then first trust (console output, then
-//!   trust-on-first-use when configured). The interactive side is `bastionctl trust`.
+//! - [`console`]: the fingerprints cloud-init prints to the instance's console, the first-trust evidence;
+//! - [`check`]: whether a key is the bastion's: the files first ([`check::decide`]: the precedence between the
+//!   two), then first trust (console output, then trust on first use when configured). The SSH handshake calls
+//!   [`check::HostKeyCheck::verify`], which refuses with a [`HostKeyError`] naming the file, line and key and the
+//!   `bastionctl trust` command that fixes it; the interactive side is `bastionctl trust`.
 
 pub mod cert;
 pub mod check;
 pub mod console;
+mod error;
 pub mod pins;
-pub mod verify;
 
 use std::path::Path;
 
 pub use bastionctl_core::known_hosts::{self, fingerprint, known_hosts_line, known_hosts_name};
 pub use bastionctl_core::pattern;
+pub use error::HostKeyError;
 
 /// The command that (re-)trusts bastion `bastion`: `bastionctl [--config PATH] trust NAME`, with `--config` when the
 /// config is not at the default location, quoted for a POSIX shell when needed.

@@ -16,8 +16,8 @@ use russh::keys::agent::client::AgentClient;
 use russh::keys::{Certificate, HashAlg, PrivateKey, PrivateKeyWithHashAlg, PublicKey};
 use tokio::time::Instant;
 
-use super::handler::ClientHandler;
 use super::identity::{self, AgentPlainKeySigner, LocalSigner};
+use super::session::ClientHandler;
 use super::{SshError, SshSettings, askpass};
 use crate::hostkeys::fingerprint;
 

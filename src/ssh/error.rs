@@ -6,6 +6,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::hostkeys::HostKeyError;
+
 /// Errors from the SSH side: waiting for sshd, the handshake, host key checking, authentication and channels.
 #[derive(Debug, thiserror::Error)]
 pub enum SshError {
@@ -25,73 +27,10 @@ pub enum SshError {
         /// The socket error.
         source: std::io::Error,
     },
-    /// The bastion's host key is trusted nowhere: not pinned, not in the config's `known_hosts`, not vouched for by
-    /// the console output, and trust on first use is off.
-    #[error(
-        "the host key of bastion {instance_id} at {addr} ({fingerprint}) is not trusted: it is not pinned and not in \
-         {known_hosts}{console}; refusing to connect",
-        known_hosts = known_hosts.display(),
-        console = console.as_deref().map(|c| format!(", and {c}")).unwrap_or_default()
-    )]
-    HostKeyUnknown {
-        /// The bastion's sshd address.
-        addr: SocketAddr,
-        /// The bastion's EC2 instance id (the name keys are pinned under).
-        instance_id: String,
-        /// The user's `known_hosts` file that was searched (the config's `known_hosts`).
-        known_hosts: PathBuf,
-        /// The offered key's fingerprint, `SHA256:...`.
-        fingerprint: String,
-        /// The exact line that pins the key by instance id, `i-0123 ssh-ed25519 AAAA...`, for a `known_hosts` file.
-        key_line: String,
-        /// What the instance's console output said, e.g. `the console output shows no host key fingerprints`
-        /// (`None` when it was not consulted).
-        console: Option<String>,
-        /// The command that pins the key after confirmation, e.g. `bastionctl trust prod` (`None` without a pin
-        /// file).
-        trust_command: Option<String>,
-    },
-    /// Another key is trusted for the bastion: pinned in bastionctl's file, or in the config's `known_hosts`.
-    #[error(
-        "the host key of bastion {name} CHANGED: {known_hosts}:{line} has {pinned_fingerprint}, but the bastion \
-         offers {fingerprint}; refusing to connect",
-        known_hosts = known_hosts.display()
-    )]
-    HostKeyChanged {
-        /// The file holding the trusted key (the pin file or the config's `known_hosts`).
-        known_hosts: PathBuf,
-        /// 1-based line number of the entry that no longer matches.
-        line: usize,
-        /// The name that matched that line (the instance id or the address).
-        name: String,
-        /// The offered key's fingerprint, `SHA256:...`.
-        fingerprint: String,
-        /// The fingerprint of the key on that line, `SHA256:...`.
-        pinned_fingerprint: String,
-        /// The command that replaces the pin after confirmation, e.g. `bastionctl trust prod --replace`.
-        trust_command: Option<String>,
-    },
-    /// A `@revoked` line refuses the offered key (or the CA that signed its certificate).
-    #[error(
-        "the host key of the bastion ({fingerprint}) is REVOKED by {known_hosts}:{line}; refusing to connect",
-        known_hosts = known_hosts.display()
-    )]
-    HostKeyRevoked {
-        /// The file with the `@revoked` line.
-        known_hosts: PathBuf,
-        /// Its 1-based line number.
-        line: usize,
-        /// The offered key's fingerprint, `SHA256:...`.
-        fingerprint: String,
-    },
-    /// The `known_hosts` file exists but could not be read or parsed.
-    #[error("could not check {path}: {reason}", path = path.display())]
-    KnownHosts {
-        /// The `known_hosts` file.
-        path: PathBuf,
-        /// What went wrong (never key material).
-        reason: String,
-    },
+    /// The bastion's host key was refused: unknown, changed, revoked, or a `known_hosts` file that cannot be
+    /// used. [`crate::hostkeys`] decides and says why ([`HostKeyError::hint`]).
+    #[error(transparent)]
+    HostKey(#[from] HostKeyError),
     /// The bastion accepted none of the keys offered.
     #[error("the bastion at {addr} refused public key login as {user:?}; tried: {}", tried.join(", "))]
     AuthFailed {
@@ -153,10 +92,7 @@ impl SshError {
         match self {
             SshError::Timeout { .. } => "timeout",
             SshError::Connect { .. } => "connect",
-            SshError::HostKeyUnknown { .. }
-            | SshError::HostKeyChanged { .. }
-            | SshError::HostKeyRevoked { .. }
-            | SshError::KnownHosts { .. } => "host_key",
+            SshError::HostKey(_) => "host_key",
             SshError::AuthFailed { .. } | SshError::NoIdentities => "auth",
             SshError::KeyEncrypted { .. } | SshError::KeyPassphrase { .. } | SshError::KeyLoad { .. } => "key",
             SshError::ChannelRefused { .. } => "channel",
@@ -174,34 +110,7 @@ impl SshError {
                     .to_string()
             }
             SshError::Connect { .. } => "check the bastion's address, port and security group".to_string(),
-            SshError::HostKeyUnknown { known_hosts, fingerprint, key_line, trust_command, .. } => {
-                let verify = format!(
-                    "verify {fingerprint} out of band (`aws ec2 get-console-output`, between BEGIN and END SSH HOST KEY \
-                     FINGERPRINTS, or the instance's /etc/ssh/*.pub)"
-                );
-                match trust_command {
-                    Some(cmd) => format!(
-                        "{verify}, then run `{cmd}` to pin it (or add this line to {}:\n  {key_line})",
-                        known_hosts.display()
-                    ),
-                    None => format!("{verify}, then add this line to {}:\n  {key_line}", known_hosts.display()),
-                }
-            }
-            SshError::HostKeyChanged { known_hosts, line, fingerprint, trust_command, .. } => {
-                let how = match trust_command {
-                    Some(cmd) => format!("run `{cmd} --replace` (or replace line {line} of {})", known_hosts.display()),
-                    None => format!("replace line {line} of {}", known_hosts.display()),
-                };
-                format!(
-                    "if the bastion was rebuilt, verify {fingerprint} out of band, then {how}; otherwise someone may be \
-                     intercepting the connection"
-                )
-            }
-            SshError::HostKeyRevoked { known_hosts, line, .. } => format!(
-                "the key was revoked on purpose (line {line} of {}); ask the bastion's administrator for its new key",
-                known_hosts.display()
-            ),
-            SshError::KnownHosts { path, .. } => format!("fix or remove the unreadable line in {}", path.display()),
+            SshError::HostKey(e) => e.hint(),
             SshError::AuthFailed { user, .. } => format!(
                 "make sure the bastion's ~{user}/.ssh/authorized_keys holds one of these keys, \
                  or set identity_files / agent in the bastion's config"
@@ -252,7 +161,7 @@ mod tests {
         vec![
             SshError::Timeout { what: "x".into(), after: Duration::from_secs(1) },
             SshError::Connect { addr, source: std::io::ErrorKind::ConnectionRefused.into() },
-            SshError::HostKeyUnknown {
+            SshError::HostKey(HostKeyError::Unknown {
                 addr,
                 instance_id: "i-1".into(),
                 known_hosts: "/k".into(),
@@ -260,23 +169,23 @@ mod tests {
                 key_line: "i-1 ssh-ed25519 AAAA".into(),
                 console: None,
                 trust_command: None,
-            },
-            SshError::HostKeyChanged {
+            }),
+            SshError::HostKey(HostKeyError::Changed {
                 known_hosts: "/k".into(),
                 line: 3,
                 name: "i-1".into(),
                 fingerprint: "f".into(),
                 pinned_fingerprint: "p".into(),
                 trust_command: None,
-            },
-            SshError::KnownHosts { path: "/k".into(), reason: "bad".into() },
+            }),
+            SshError::HostKey(HostKeyError::File { path: "/k".into(), reason: "bad".into() }),
             SshError::AuthFailed { user: "ec2-user".into(), addr, tried: vec!["/id (SHA256:x)".into()] },
             SshError::KeyEncrypted { path: "/home/u/.ssh/id_ed25519".into() },
             SshError::KeyLoad { path: "/id".into(), reason: "missing".into() },
             SshError::NoIdentities,
             SshError::ChannelRefused { host: "10.0.0.5".into(), port: 22, reason: "connect failed".into() },
             SshError::Disconnected("gone".into()),
-            SshError::HostKeyRevoked { known_hosts: "/k".into(), line: 2, fingerprint: "f".into() },
+            SshError::HostKey(HostKeyError::Revoked { known_hosts: "/k".into(), line: 2, fingerprint: "f".into() }),
             SshError::KeyPassphrase { path: "/id".into(), reason: "wrong".into() },
         ]
     }

@@ -1,16 +1,22 @@
-//! [`RusshSession`]: one authenticated russh session to a bastion, opening `direct-tcpip` channels for forwarded
-//! connections.
+//! One russh session to a bastion: the client [`Handler`] that russh's session task calls (the host key check,
+//! through [`crate::hostkeys::check`], and what the task learns that the session needs later: why it ended, the
+//! bastion's text for refused channels), and [`RusshSession`], the authenticated session that opens a
+//! `direct-tcpip` channel per forwarded connection.
 
+use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use russh::Disconnect;
-use russh::client::Handle;
+use russh::client::{self, DisconnectReason, Handle, Handler};
+use russh::keys::PublicKeyOrCertificate;
+use russh::{ChannelId, ChannelOpenFailure, Disconnect};
+use tokio::sync::Notify;
+use tokio::time::Instant;
 
 use super::SshError;
-use super::handler::{ClientHandler, SessionEvents, describe_refusal};
+use crate::hostkeys::check::HostKeyCheck;
 use crate::tunnel::{BoxStream, Session};
 
 /// Limit for the bastion to confirm or refuse a channel. sshd confirms only once its own TCP connect to the target
@@ -22,6 +28,131 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How long to wait for sshd's text after a refusal (it arrives right behind the refusal).
 const REFUSAL_TEXT_WAIT: Duration = Duration::from_millis(200);
+
+/// How long a refused channel's text is kept for the opener to pick up.
+const FAILURE_TEXT_TTL: Duration = Duration::from_secs(5);
+/// At most this many unclaimed refusal texts are kept.
+const FAILURE_TEXT_MAX: usize = 32;
+
+// ---- the russh handler ----
+
+/// What the session task reports to the session's users.
+#[derive(Debug, Default)]
+pub(crate) struct SessionEvents {
+    /// Why the session ended, once it has.
+    closed: Mutex<Option<String>>,
+    /// Texts of refused channel opens not yet claimed: (reason code, sshd's description, when).
+    refusals: Mutex<VecDeque<(u32, String, Instant)>>,
+    /// Woken whenever a refusal text arrives.
+    refusal_arrived: Notify,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl SessionEvents {
+    /// Why the session ended, if it has and the reason is known.
+    pub(crate) fn closed_reason(&self) -> Option<String> {
+        lock(&self.closed).clone()
+    }
+
+    /// Remembers why the session ended (the first reason wins).
+    pub(crate) fn record_close(&self, reason: String) {
+        lock(&self.closed).get_or_insert(reason);
+    }
+
+    fn record_refusal(&self, code: u32, text: &str) {
+        let mut q = lock(&self.refusals);
+        let now = Instant::now();
+        q.retain(|(_, _, at)| now.duration_since(*at) < FAILURE_TEXT_TTL);
+        if q.len() >= FAILURE_TEXT_MAX {
+            q.pop_front();
+        }
+        q.push_back((code, text.to_string(), now));
+        drop(q);
+        self.refusal_arrived.notify_waiters();
+    }
+
+    /// Claims sshd's text for a refusal with `code`, waiting up to `wait` for the session task to deliver it (it
+    /// arrives just after the refusal itself). With concurrent refusals of the same code the texts may be swapped;
+    /// that only affects the wording of the message.
+    pub(crate) async fn refusal_text(&self, code: u32, wait: Duration) -> Option<String> {
+        let until = Instant::now() + wait;
+        loop {
+            let notified = self.refusal_arrived.notified();
+            {
+                let mut q = lock(&self.refusals);
+                if let Some(i) = q.iter().position(|(c, _, _)| *c == code) {
+                    return q.remove(i).map(|(_, text, _)| text);
+                }
+            }
+            if tokio::time::timeout_at(until, notified).await.is_err() {
+                return None;
+            }
+        }
+    }
+}
+
+/// The per-session russh handler.
+pub(crate) struct ClientHandler {
+    /// How the server's host key is judged.
+    pub(crate) hostkey: HostKeyCheck,
+    /// Shared with the [`RusshSession`].
+    pub(crate) events: Arc<SessionEvents>,
+}
+
+impl Handler for ClientHandler {
+    type Error = SshError;
+
+    async fn check_server_key(&mut self, server_public_key: &PublicKeyOrCertificate) -> Result<bool, SshError> {
+        // Certificates go to `@cert-authority` lines first and fall back to the key they certify.
+        self.hostkey.verify(server_public_key).await?;
+        Ok(true)
+    }
+
+    async fn channel_open_failure(
+        &mut self,
+        _channel: ChannelId,
+        reason: ChannelOpenFailure,
+        description: &str,
+        _language: &str,
+        _session: &mut client::Session,
+    ) -> Result<(), SshError> {
+        self.events.record_refusal(reason.code(), description);
+        Ok(())
+    }
+
+    async fn disconnected(&mut self, reason: DisconnectReason<SshError>) -> Result<(), SshError> {
+        match reason {
+            DisconnectReason::ReceivedDisconnect(info) => {
+                self.events.record_close(format!("the bastion disconnected: {info:?}"));
+                Ok(())
+            }
+            DisconnectReason::Error(e) => {
+                self.events.record_close(e.to_string());
+                Err(e)
+            }
+        }
+    }
+}
+
+/// Words for a refusal: the reason code's meaning plus sshd's text when it adds something.
+fn describe_refusal(reason: &ChannelOpenFailure, text: Option<&str>) -> String {
+    let base = match reason {
+        ChannelOpenFailure::AdministrativelyProhibited => "administratively prohibited".to_string(),
+        ChannelOpenFailure::ConnectFailed => "the bastion could not connect to the target".to_string(),
+        ChannelOpenFailure::UnknownChannelType => "unknown channel type".to_string(),
+        ChannelOpenFailure::ResourceShortage => "resource shortage on the bastion".to_string(),
+        ChannelOpenFailure::Other { code, .. } => format!("reason code {code}"),
+    };
+    match text.map(str::trim) {
+        Some(t) if !t.is_empty() => format!("{base} ({t})"),
+        _ => base,
+    }
+}
+
+// ---- the session ----
 
 /// An authenticated session; made by [`super::SshDialer`]. Dropping it (and every stream it opened) ends the session.
 pub struct RusshSession {
@@ -110,5 +241,25 @@ impl Session for RusshSession {
                 Err(_) => tracing::debug!(%addr, "disconnect did not go through in {CLOSE_TIMEOUT:?}"),
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn refusal_text_is_claimed_once_even_if_it_arrives_late() {
+        let events = Arc::new(SessionEvents::default());
+        let e2 = events.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            e2.record_refusal(2, "Connection refused");
+        });
+        let text = events.refusal_text(2, Duration::from_secs(2)).await;
+        assert_eq!(text.as_deref(), Some("Connection refused"));
+        assert_eq!(events.refusal_text(2, Duration::from_millis(10)).await, None);
+        let msg = describe_refusal(&ChannelOpenFailure::ConnectFailed, text.as_deref());
+        assert_eq!(msg, "the bastion could not connect to the target (Connection refused)");
     }
 }

@@ -10,9 +10,9 @@ use russh::keys::{PrivateKey, PublicKey};
 
 use super::Report;
 use crate::config::{BastionConfig, Config};
+use crate::hostkeys::check::vouching;
 use crate::hostkeys::fingerprint;
 use crate::hostkeys::known_hosts::{KnownHosts, Marker};
-use crate::hostkeys::verify::vouching;
 
 /// Bound on connecting to ssh-agent and listing its keys.
 pub const AGENT_TIMEOUT: Duration = Duration::from_secs(5);

@@ -11,7 +11,6 @@
 //! field out, and both sides fall back to raw bytes. `bastionctl proxy --fdpass` asks for raw bytes too: it hands
 //! the socket to ssh (OpenSSH's ProxyUseFdpass), which speaks SSH on it directly.
 
-mod decoder;
 mod frame;
 mod status;
 
@@ -19,9 +18,8 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWrite, AsyncWriteExt};
 
 pub use frame::{
-    FRAME_DATA, FRAME_END, FRAME_ERROR, Frame, MAX_FRAME, data_frame_head, error_frame, read_frame,
+    FRAME_DATA, FRAME_END, FRAME_ERROR, Frame, FrameDecoder, MAX_FRAME, Piece, data_frame_head, error_frame, read_frame,
 };
-pub use decoder::{FrameDecoder, Piece};
 pub use status::{BastionStatus, LeaseStatus};
 
 /// Newest protocol version, carried in every request as `v`. Version 2 changed the `status` reply: `state` is the
