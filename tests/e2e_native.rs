@@ -174,7 +174,13 @@ async fn socket_activated_daemon_serves_ssh_and_no_background_daemon_starts() {
     assert_eq!(lab.daemon_pid().await, activator.id(), "the socket-activated process serves the socket");
     assert!(!lab.files().daemon_log.exists(), "a background daemon was spawned:\n{}", lab.daemon_log());
 
-    // The same start again, with BASTIONCTL_QUIET=1 in the ProxyCommand's environment: no progress lines.
+    // The same start again, with BASTIONCTL_QUIET=1 in the ProxyCommand's environment: no progress lines. ssh has
+    // exited, but the daemon lets go of the channel a moment later: `down` (without --force) waits for that.
+    wait_until("the daemon to close the channel", DEADLINE, || async {
+        lab.daemon_status().await.is_ok_and(|s| s.iter().all(|b| b.channels == 0))
+    })
+    .await
+    .unwrap();
     let down = lab.bastionctl_command(["down"]).output().await.unwrap();
     assert!(down.status.success(), "{}", String::from_utf8_lossy(&down.stderr));
     lab.wait_instance_state("stopped", DEADLINE).await.unwrap();

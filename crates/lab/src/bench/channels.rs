@@ -6,7 +6,7 @@ use tokio::net::UnixStream;
 
 use anyhow::{Context, bail};
 
-use bastionctl_core::control::{self, Op, Reply, Request, VERSION};
+use bastionctl_core::control::{self, Op, Reply, Request, MIN_VERSION};
 use crate::Lab;
 
 /// How long one channel may take to open.
@@ -21,7 +21,7 @@ pub async fn open_idle(lab: &Lab, n: usize) -> anyhow::Result<Vec<BufReader<Unix
         let stream = UnixStream::connect(&lab.files().socket).await.context("cannot reach the daemon")?;
         let mut io = BufReader::new(stream);
         let req = Request {
-            v: VERSION,
+            v: MIN_VERSION, // as the proxy asks: an older daemon under test answers too
             op: Op::Connect { host: target.ip().to_string(), port: target.port(), framed: true },
         };
         control::write_line(io.get_mut(), &req).await?;
