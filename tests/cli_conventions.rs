@@ -144,10 +144,11 @@ fn ssh_config_output_is_read_by_the_real_ssh() {
     let generated = text(&out.stdout);
     let file = h.dir.path().join("ssh_config");
     std::fs::write(&file, &generated).unwrap();
-    let expected = format!("proxycommand {BASTIONCTL} --config {} proxy %h %p", h.config.display());
+    let expected = format!("proxycommand {BASTIONCTL} --config {} proxy --fdpass %h %p", h.config.display());
     for host in ["10.0.16.1", "10.0.31.254", "10.0.99.7", "ip-10-0-16-5.eu-west-1.compute.internal"] {
         let resolved = ssh_g(&file, host);
         assert!(resolved.lines().any(|l| l == expected), "ssh -G {host} lacks `{expected}`:\n{generated}\n{resolved}");
+        assert!(resolved.lines().any(|l| l == "proxyusefdpass yes"), "ssh -G {host}: no fd passing:\n{resolved}");
     }
     for outside in ["10.0.32.1", "10.0.15.255", "10.0.99.8", "web.example.com"] {
         let resolved = ssh_g(&file, outside);

@@ -99,8 +99,9 @@ pub enum Command {
         #[arg(required = true, value_name = "LOCAL_PORT:HOST:PORT")]
         specs: Vec<crate::forward::ForwardSpec>,
     },
-    /// Print ssh_config `Host` blocks for the configured targets with `ProxyCommand <this bastionctl> proxy %h %p`,
-    /// to paste into ~/.ssh/config or pull in with `Include`. Sets no option you own (User, IdentityFile, ...).
+    /// Print ssh_config `Host` blocks for the configured targets with `ProxyCommand <this bastionctl> proxy --fdpass
+    /// %h %p` and `ProxyUseFdpass yes`, to paste into ~/.ssh/config or pull in with `Include`. Sets no option you own
+    /// (User, IdentityFile, ...).
     SshConfig,
     /// Print a shell completion script: `bastionctl completions bash > ~/.local/share/bash-completion/completions/bastionctl`.
     Completions {
