@@ -10,10 +10,10 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::process::{Output, Stdio};
 use std::time::Duration;
 
-use bastionctl_lab::net::free_port;
+use bastionctl_lab::net::{echo_service, free_port};
 use bastionctl_lab::{Lab, LabOptions};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 
 const BASTIONCTL: &str = env!("CARGO_BIN_EXE_bastionctl");
 /// Upper bound for one `ssh`, `bastionctl` run or round trip (it may start the bastion on a loaded 2-core box).
@@ -21,21 +21,6 @@ const DEADLINE: Duration = Duration::from_secs(90);
 /// The private host's address, where the instance tagged `web` "is".
 const PRIVATE: Ipv4Addr = Ipv4Addr::new(127, 0, 3, 1);
 
-/// A TCP echo service on `ip`: what a database is to these tests.
-async fn echo_service(ip: Ipv4Addr) -> SocketAddr {
-    let listener = TcpListener::bind((ip, 0)).await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let (mut rd, mut wr) = s.split();
-                let _ = tokio::io::copy(&mut rd, &mut wr).await;
-                let _ = wr.shutdown().await;
-            });
-        }
-    });
-    addr
-}
 
 async fn lab(o: LabOptions) -> Lab {
     Lab::start(o).await.unwrap_or_else(|e| panic!("lab did not start: {e:#}"))

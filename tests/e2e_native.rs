@@ -12,31 +12,16 @@ use std::net::SocketAddr;
 use std::process::Stdio;
 use std::time::Duration;
 
-use bastionctl_lab::net::{free_port, wait_until};
+use bastionctl_lab::net::{echo_service, free_port, wait_until};
 use bastionctl_lab::{Lab, LabOptions};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 
 const BASTIONCTL: &str = env!("CARGO_BIN_EXE_bastionctl");
 const DEADLINE: Duration = Duration::from_secs(90);
 /// Slack on top of `idle_timeout` for the idle stop to show in moto.
 const STOP_SLACK: Duration = Duration::from_secs(20);
 
-/// A TCP echo service on the private host's loopback address: what a database is to these tests.
-async fn echo_service(lab_private: std::net::Ipv4Addr) -> SocketAddr {
-    let listener = TcpListener::bind((lab_private, 0)).await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let (mut rd, mut wr) = s.split();
-                let _ = tokio::io::copy(&mut rd, &mut wr).await;
-                let _ = wr.shutdown().await;
-            });
-        }
-    });
-    addr
-}
 
 fn opts(idle: Duration, service: SocketAddr, extra_config: String) -> LabOptions {
     let mut o = LabOptions::new(BASTIONCTL);

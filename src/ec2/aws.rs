@@ -163,6 +163,30 @@ fn instance_info(inst: &Instance) -> Result<InstanceInfo, Ec2Error> {
     Ok(InstanceInfo { instance_id: instance_id.to_owned(), state, public_ip, vpc_id: inst.vpc_id().map(str::to_owned) })
 }
 
+impl AwsEc2 {
+    /// DescribeInstances with `filters`, every page: the instances of all reservations.
+    async fn instances(&self, filters: Vec<Filter>) -> Result<Vec<Instance>, Ec2Error> {
+        let mut all = Vec::new();
+        let mut next_token: Option<String> = None;
+        loop {
+            let out = self
+                .client
+                .describe_instances()
+                .set_filters(Some(filters.clone()))
+                .set_next_token(next_token.take())
+                .send()
+                .await
+                .map_err(|e| self.err("DescribeInstances", e))?;
+            all.extend(out.reservations().iter().flat_map(|r| r.instances()).cloned());
+            match out.next_token() {
+                Some(t) if !t.is_empty() => next_token = Some(t.to_owned()),
+                _ => break,
+            }
+        }
+        Ok(all)
+    }
+}
+
 fn filter(name: &str, values: &[&str]) -> Filter {
     values.iter().fold(Filter::builder().name(name), |b, v| b.values(*v)).build()
 }
@@ -187,25 +211,9 @@ impl Ec2Api for AwsEc2 {
     }
 
     async fn find_by_name_tag(&self, name: &str) -> Result<String, Ec2Error> {
-        let mut ids: Vec<String> = Vec::new();
-        let mut next_token: Option<String> = None;
-        loop {
-            let out = self
-                .client
-                .describe_instances()
-                .filters(filter("tag:Name", &[name]))
-                .filters(filter("instance-state-name", &["pending", "running", "stopping", "stopped"]))
-                .set_next_token(next_token.take())
-                .send()
-                .await
-                .map_err(|e| self.err("DescribeInstances", e))?;
-            let found = out.reservations().iter().flat_map(|r| r.instances()).filter_map(|i| i.instance_id());
-            ids.extend(found.map(str::to_owned));
-            match out.next_token() {
-                Some(t) if !t.is_empty() => next_token = Some(t.to_owned()),
-                _ => break,
-            }
-        }
+        let states = filter("instance-state-name", &["pending", "running", "stopping", "stopped"]);
+        let found = self.instances(vec![filter("tag:Name", &[name]), states]).await?;
+        let mut ids: Vec<String> = found.iter().filter_map(|i| i.instance_id()).map(str::to_owned).collect();
         ids.sort();
         ids.dedup();
         match ids.len() {
@@ -216,29 +224,13 @@ impl Ec2Api for AwsEc2 {
     }
 
     async fn private_ips_by_name(&self, vpc_id: &str, name: &str) -> Result<Vec<NamedInstance>, Ec2Error> {
-        const OP: &str = "DescribeInstances";
+        let running = filter("instance-state-name", &["running"]);
+        let filters = vec![filter("tag:Name", &[name]), filter("vpc-id", &[vpc_id]), running];
         let mut found: Vec<NamedInstance> = Vec::new();
-        let mut next_token: Option<String> = None;
-        loop {
-            let out = self
-                .client
-                .describe_instances()
-                .filters(filter("tag:Name", &[name]))
-                .filters(filter("vpc-id", &[vpc_id]))
-                .filters(filter("instance-state-name", &["running"]))
-                .set_next_token(next_token.take())
-                .send()
-                .await
-                .map_err(|e| self.err(OP, e))?;
-            for inst in out.reservations().iter().flat_map(|r| r.instances()) {
-                let (Some(id), Some(ip)) = (inst.instance_id(), inst.private_ip_address()) else { continue };
-                let private_ip = parse_ip(OP, "PrivateIpAddress", ip)?;
-                found.push(NamedInstance { instance_id: id.to_owned(), private_ip });
-            }
-            match out.next_token() {
-                Some(t) if !t.is_empty() => next_token = Some(t.to_owned()),
-                _ => break,
-            }
+        for inst in self.instances(filters).await? {
+            let (Some(id), Some(ip)) = (inst.instance_id(), inst.private_ip_address()) else { continue };
+            let private_ip = parse_ip("DescribeInstances", "PrivateIpAddress", ip)?;
+            found.push(NamedInstance { instance_id: id.to_owned(), private_ip });
         }
         found.sort_by(|a, b| a.instance_id.cmp(&b.instance_id));
         found.dedup_by(|a, b| a.instance_id == b.instance_id);

@@ -68,6 +68,22 @@ pub async fn http_get(port: u16, path: &str) -> anyhow::Result<(u16, Vec<u8>)> {
     Ok((code, buf[head_end + 4..].to_vec()))
 }
 
+/// A TCP echo service on `ip` (port from the OS), what a database is to the tests; runs until the runtime ends.
+pub async fn echo_service(ip: Ipv4Addr) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind((ip, 0)).await.expect("cannot listen for the echo service");
+    let addr = listener.local_addr().expect("the echo service's address");
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let (mut rd, mut wr) = s.split();
+                let _ = tokio::io::copy(&mut rd, &mut wr).await;
+                let _ = wr.shutdown().await;
+            });
+        }
+    });
+    addr
+}
+
 /// Polls `check` every [`POLL_INTERVAL`] until it returns `true` or `deadline` passes; `what` names the wait in
 /// the error.
 pub async fn wait_until<F, Fut>(what: &str, within: Duration, mut check: F) -> anyhow::Result<()>
