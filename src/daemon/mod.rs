@@ -6,7 +6,6 @@ mod conn;
 pub mod forwards;
 pub mod route;
 pub mod socket;
-mod splice;
 
 use std::sync::Arc;
 use std::time::Duration;
