@@ -1,5 +1,5 @@
-//! One control connection: read the request, answer it, and for `connect` splice the socket to a direct-tcpip
-//! channel until both directions are done.
+//! Control connections: the accept loop (owner-only: the peer's uid is checked), then per connection: read the
+//! request, answer it, and for `connect` splice the socket to a direct-tcpip channel until both directions are done.
 //!
 //! The splice: client to target is raw in every mode. Target to client is [`control::Frame`]s for a framed client
 //! (the ProxyCommand), ending in `E` (the target sent EOF) or `X` (the tunnel broke), and raw otherwise (a client
@@ -14,11 +14,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::UnixStream;
+use tokio::net::{UnixListener, UnixStream};
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tokio_util::task::TaskTracker;
+use tracing::{Instrument, debug, info, info_span, warn};
 
-use super::{Shared, route};
+use super::{Fleet, Shared, forwards, route};
+use crate::config::Config;
 use crate::control::{self, ErrorReply, MIN_VERSION, OkReply, Op, Reply, Request, VERSION};
 use crate::error::Error;
 use crate::escape::escape;
@@ -26,10 +28,96 @@ use crate::lifecycle::{Bastion, Lease};
 use crate::target::{TargetError, TargetHost};
 use crate::tunnel::BoxStream;
 
+/// How long open channels may drain after shutdown is requested before the daemon exits anyway.
+pub const DRAIN_GRACE: Duration = Duration::from_secs(30);
+
 /// Bound on receiving the request line after connecting.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
-pub(super) async fn handle(shared: Arc<Shared>, stream: UnixStream, _shutdown: CancellationToken) {
+/// Serves `listener` and the `[[forward]]` listeners until `shutdown` is cancelled, then waits up to
+/// [`DRAIN_GRACE`] for open connections.
+pub async fn serve(
+    config: Config,
+    fleet: Fleet,
+    listener: UnixListener,
+    forwards: Vec<forwards::Bound>,
+    shutdown: CancellationToken,
+) {
+    let routes = route::Routes::new(&config.bastions, fleet.ec2);
+    let shared = Arc::new(Shared { config, bastions: fleet.bastions, routes });
+    let tracker = TaskTracker::new();
+    for bound in forwards {
+        tokio::spawn(forwards::serve(shared.clone(), bound, tracker.clone(), shutdown.clone()));
+    }
+    let me = nix::unistd::getuid().as_raw();
+    let mut next_id: u64 = 0;
+    loop {
+        let (stream, _) = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            res = listener.accept() => match res {
+                Ok(s) => s,
+                Err(e) => {
+                    warn!("accept failed: {e}");
+                    continue;
+                }
+            },
+        };
+        next_id += 1;
+        match stream.peer_cred() {
+            Ok(cred) if cred.uid() == me => {}
+            Ok(cred) => {
+                warn!(uid = cred.uid(), pid = ?cred.pid(), "refused a control connection from another user (uid {})", cred.uid());
+                tracker.spawn(refuse(stream, me));
+                continue;
+            }
+            Err(e) => {
+                warn!("refused a control connection whose peer cannot be identified: {e}");
+                continue;
+            }
+        }
+        let shared = shared.clone();
+        let token = shutdown.clone();
+        tracker.spawn(handle(shared, stream, token).instrument(info_span!("conn", id = next_id)));
+    }
+    // Stop accepting: new clients get "connection refused" at once instead of waiting in the backlog.
+    drop(listener);
+    tracker.close();
+    info!(open = tracker.len(), "shutting down; draining open connections for up to {}s", DRAIN_GRACE.as_secs());
+    if tokio::time::timeout(DRAIN_GRACE, tracker.wait()).await.is_err() {
+        warn!(open = tracker.len(), "drain grace period over; closing the remaining connections");
+    }
+}
+
+/// Bound on telling a refused peer why before closing its connection.
+const REFUSE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Tells a peer of another uid that this daemon is not theirs, then closes the connection. Nothing the peer sent is
+/// read except to discard it (closing a Unix socket with unread data would reset the connection before the peer
+/// reads the reply).
+async fn refuse(mut stream: tokio::net::UnixStream, me: u32) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let reply = crate::control::Reply::Error(crate::control::ErrorReply {
+        kind: "forbidden".into(),
+        message: format!("this bastionctl daemon serves uid {me} only; run your own daemon with your own socket"),
+        hint: None,
+    });
+    let _ = tokio::time::timeout(REFUSE_TIMEOUT, async {
+        crate::control::write_line(&mut stream, &reply).await?;
+        stream.shutdown().await?;
+        let mut sink = [0u8; 4096];
+        let mut left: usize = 64 * 1024;
+        while left > 0 {
+            match stream.read(&mut sink).await? {
+                0 => break,
+                n => left = left.saturating_sub(n),
+            }
+        }
+        std::io::Result::Ok(())
+    })
+    .await;
+}
+
+async fn handle(shared: Arc<Shared>, stream: UnixStream, _shutdown: CancellationToken) {
     let mut io = BufReader::new(stream);
     let req: Request = match tokio::time::timeout(REQUEST_TIMEOUT, control::read_line(&mut io)).await {
         Ok(Ok(req)) => req,

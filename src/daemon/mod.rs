@@ -1,5 +1,6 @@
-//! The daemon: accepts control connections on the Unix socket and serves them from one [`Bastion`] actor per
-//! configured bastion. Shutdown: cancel the token; the accept loop stops, open connections get a grace period.
+//! The daemon: one [`Bastion`] actor per configured bastion ([`spawn_bastions`]) and what the connection tasks share;
+//! [`serve`] (in `conn.rs`) accepts control connections on the Unix socket and serves them. Shutdown: cancel the
+//! token; the accept loop stops, open connections get a grace period.
 
 pub mod activation;
 mod conn;
@@ -7,22 +8,17 @@ pub mod forwards;
 pub mod route;
 pub mod socket;
 
-use std::sync::Arc;
-use std::time::Duration;
+pub use conn::{DRAIN_GRACE, serve};
 
-use tokio::net::UnixListener;
+use std::sync::Arc;
+
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
-use tracing::{Instrument, info, info_span, warn};
 
 use crate::config::Config;
 use crate::ec2::Ec2Api;
 use crate::hostkeys::check::FirstTrust;
 use crate::lifecycle::{Bastion, BastionSpec};
 use crate::ssh::{SshDialer, SshSettings};
-
-/// How long open channels may drain after shutdown is requested before the daemon exits anyway.
-pub const DRAIN_GRACE: Duration = Duration::from_secs(30);
 
 /// What the connection tasks share.
 pub(crate) struct Shared {
@@ -68,87 +64,4 @@ pub fn spawn_bastions(config: &Config, ec2: Arc<dyn Ec2Api>, shutdown: &Cancella
         })
         .collect();
     Fleet { bastions, ec2 }
-}
-
-/// Serves `listener` and the `[[forward]]` listeners until `shutdown` is cancelled, then waits up to
-/// [`DRAIN_GRACE`] for open connections.
-pub async fn serve(
-    config: Config,
-    fleet: Fleet,
-    listener: UnixListener,
-    forwards: Vec<forwards::Bound>,
-    shutdown: CancellationToken,
-) {
-    let routes = route::Routes::new(&config.bastions, fleet.ec2);
-    let shared = Arc::new(Shared { config, bastions: fleet.bastions, routes });
-    let tracker = TaskTracker::new();
-    for bound in forwards {
-        tokio::spawn(forwards::serve(shared.clone(), bound, tracker.clone(), shutdown.clone()));
-    }
-    let me = nix::unistd::getuid().as_raw();
-    let mut next_id: u64 = 0;
-    loop {
-        let (stream, _) = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            res = listener.accept() => match res {
-                Ok(s) => s,
-                Err(e) => {
-                    warn!("accept failed: {e}");
-                    continue;
-                }
-            },
-        };
-        next_id += 1;
-        match stream.peer_cred() {
-            Ok(cred) if cred.uid() == me => {}
-            Ok(cred) => {
-                warn!(uid = cred.uid(), pid = ?cred.pid(), "refused a control connection from another user (uid {})", cred.uid());
-                tracker.spawn(refuse(stream, me));
-                continue;
-            }
-            Err(e) => {
-                warn!("refused a control connection whose peer cannot be identified: {e}");
-                continue;
-            }
-        }
-        let shared = shared.clone();
-        let token = shutdown.clone();
-        tracker.spawn(conn::handle(shared, stream, token).instrument(info_span!("conn", id = next_id)));
-    }
-    // Stop accepting: new clients get "connection refused" at once instead of waiting in the backlog.
-    drop(listener);
-    tracker.close();
-    info!(open = tracker.len(), "shutting down; draining open connections for up to {}s", DRAIN_GRACE.as_secs());
-    if tokio::time::timeout(DRAIN_GRACE, tracker.wait()).await.is_err() {
-        warn!(open = tracker.len(), "drain grace period over; closing the remaining connections");
-    }
-}
-
-/// Bound on telling a refused peer why before closing its connection.
-const REFUSE_TIMEOUT: Duration = Duration::from_secs(1);
-
-/// Tells a peer of another uid that this daemon is not theirs, then closes the connection. Nothing the peer sent is
-/// read except to discard it (closing a Unix socket with unread data would reset the connection before the peer
-/// reads the reply).
-async fn refuse(mut stream: tokio::net::UnixStream, me: u32) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let reply = crate::control::Reply::Error(crate::control::ErrorReply {
-        kind: "forbidden".into(),
-        message: format!("this bastionctl daemon serves uid {me} only; run your own daemon with your own socket"),
-        hint: None,
-    });
-    let _ = tokio::time::timeout(REFUSE_TIMEOUT, async {
-        crate::control::write_line(&mut stream, &reply).await?;
-        stream.shutdown().await?;
-        let mut sink = [0u8; 4096];
-        let mut left: usize = 64 * 1024;
-        while left > 0 {
-            match stream.read(&mut sink).await? {
-                0 => break,
-                n => left = left.saturating_sub(n),
-            }
-        }
-        std::io::Result::Ok(())
-    })
-    .await;
 }
