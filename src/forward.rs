@@ -87,7 +87,7 @@ fn split_fields(s: &str) -> Option<Vec<&str>> {
 /// Errors: a target the config does not allow (naming the key to add), a port that cannot be bound.
 pub async fn run(cfg: &Config, bind: IpAddr, specs: Vec<ForwardSpec>, progress: ProgressUi) -> anyhow::Result<()> {
     for s in &specs {
-        let host = crate::target::TargetHost::parse(&s.host)?;
+        let host = crate::policy::TargetHost::parse(&s.host)?;
         crate::proxy::check_policy(cfg, &host, s.port)?;
     }
     let mut tasks = tokio::task::JoinSet::new();

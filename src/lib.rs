@@ -22,4 +22,4 @@ pub mod proxy;
 pub mod ssh;
 pub mod tunnel;
 
-pub use bastionctl_core::{config, control, escape, paths, policy, target};
+pub use bastionctl_core::{config, control, escape, paths, policy};

@@ -93,7 +93,7 @@ async fn connect(
     progress: &mut ProgressUi,
 ) -> anyhow::Result<Negotiated> {
     // Checked here too (the daemon checks every request), so a bad name fails before a daemon is started for it.
-    let host = crate::target::TargetHost::parse(host)?;
+    let host = crate::policy::TargetHost::parse(host)?;
     check_policy(cfg, &host, port)?;
     let stream = client::connect_or_spawn(cfg).await?;
     let mut io = BufReader::with_capacity(buf, stream);
@@ -109,7 +109,7 @@ async fn connect(
 
 /// The target policy as far as the config alone decides it (`targets`, `target_ports`), checked before a daemon is
 /// started or a listener bound. A refusal has the message and hint the daemon would answer with.
-pub(crate) fn check_policy(cfg: &Config, host: &crate::target::TargetHost, port: u16) -> Result<(), DaemonError> {
+pub(crate) fn check_policy(cfg: &Config, host: &crate::policy::TargetHost, port: u16) -> Result<(), DaemonError> {
     crate::policy::check_config(cfg, host, port).map_err(|detail| {
         let refusal = crate::error::Error::NotAllowed {
             host: host.to_string(),

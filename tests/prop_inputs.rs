@@ -1,6 +1,6 @@
 //! Property tests of bastionctl's parsers of untrusted input: the control socket's framing (`control::read_line`,
 //! `control::read_frame`), the config parser (`Config::from_str`) and the target host-name check
-//! (`target::TargetHost::parse`, with `escape`), on arbitrary input and on mutated valid input.
+//! (`policy::TargetHost::parse`, with `escape`), on arbitrary input and on mutated valid input.
 //! They are what CI runs in place of the cargo-fuzz targets in fuzz/ (scripts/fuzz.sh), whose AddressSanitizer
 //! build of aws-sdk-ec2 alone takes longer than CI allows. The whole file runs in about 60 s on 2 cores; set
 //! `PROPTEST_CASES` to run each property that many times instead.
@@ -476,7 +476,7 @@ proptest! {
 // ---- target host names (bastionctl_core::target) and escaping (bastionctl_core::escape) ----
 
 use bastionctl::escape::escape;
-use bastionctl::target::{MAX_LABEL, MAX_NAME, TargetHost};
+use bastionctl::policy::{MAX_LABEL, MAX_NAME, TargetHost};
 
 /// A label in RFC 1123 syntax, in mixed case.
 fn label() -> impl Strategy<Value = String> {

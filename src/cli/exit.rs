@@ -11,7 +11,7 @@
 
 use crate::client::DaemonError;
 use crate::config::{ConfigError, UnknownBastion};
-use crate::target::TargetError;
+use crate::policy::TargetError;
 use crate::ec2::Ec2Error;
 use crate::forward::SpecError;
 

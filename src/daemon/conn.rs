@@ -25,7 +25,7 @@ use crate::control::{self, ErrorReply, MIN_VERSION, OkReply, Op, Reply, Request,
 use crate::error::Error;
 use crate::escape::escape;
 use crate::lifecycle::{Bastion, Lease};
-use crate::target::{TargetError, TargetHost};
+use crate::policy::{TargetError, TargetHost};
 use crate::tunnel::BoxStream;
 
 /// How long open channels may drain after shutdown is requested before the daemon exits anyway.

@@ -61,7 +61,7 @@ pub(super) async fn serve(shared: Arc<Shared>, bound: Bound, tracker: TaskTracke
 async fn one(shared: Arc<Shared>, mut tcp: TcpStream, host: String, port: u16) {
     let _ = tcp.set_nodelay(true);
     let opened = async {
-        let target = crate::target::TargetHost::parse(&host).map_err(|e| crate::control::ErrorReply {
+        let target = crate::policy::TargetHost::parse(&host).map_err(|e| crate::control::ErrorReply {
             kind: "bad_request".into(),
             message: e.to_string(),
             hint: None,

@@ -27,7 +27,7 @@ use crate::ec2::{Ec2Api, Ec2Error, NamedInstance};
 use crate::error::Error;
 use crate::lifecycle::Bastion;
 use crate::policy::{self, RuleSet};
-use crate::target::TargetHost;
+use crate::policy::TargetHost;
 
 /// Bound on resolving one bastion's VPC blocks (up to three EC2 calls, each with its own SDK timeouts).
 pub const RESOLVE_TIMEOUT: Duration = Duration::from_secs(45);

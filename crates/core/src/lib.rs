@@ -3,8 +3,8 @@
 //!
 //! - [`config`]: the TOML config, with file/line/key errors;
 //! - [`control`]: the control-socket protocol between `bastionctl proxy`/the CLI and the daemon;
-//! - [`target`]: target host names from clients, checked (IP literal or RFC 1123 name) and normalised;
-//! - [`policy`]: which targets a bastion may reach;
+//! - [`policy`]: target host names from clients, checked (IP literal or RFC 1123 name) and normalised, and which
+//!   targets a bastion may reach;
 //! - [`known_hosts`] + [`pattern`]: `known_hosts` files read with OpenSSH's semantics;
 //! - [`console`]: the host key fingerprints cloud-init prints to an instance's console;
 //! - [`paths`]: per-user file locations (XDG);
@@ -23,5 +23,4 @@ pub mod known_hosts;
 pub mod paths;
 pub mod pattern;
 pub mod policy;
-pub mod target;
 pub mod text;

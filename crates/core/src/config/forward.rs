@@ -9,7 +9,7 @@ use toml::Spanned;
 
 use super::Config;
 use crate::policy;
-use crate::target::TargetHost;
+use crate::policy::TargetHost;
 
 /// One `[[forward]]` table.
 #[derive(Debug, Clone, Deserialize)]

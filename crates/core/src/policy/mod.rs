@@ -1,8 +1,20 @@
-//! Target policy: which `host:port` a bastion may forward to, and the config-time rule that no target list turns
-//! bastionctl into an open proxy to the internet.
+//! Target policy: which targets a client may name at all, which `host:port` a bastion may forward to, and the
+//! config-time rule that no target list turns bastionctl into an open proxy to the internet.
 //!
-//! A bastion's allowed set ([`RuleSet`]) is its `targets` with `target_ports`, or, when `targets` is not set, the
-//! CIDR blocks of the bastion's VPC (from DescribeVpcs) with `target_ports` (default `[22]`).
+//! The name check ([`TargetHost::parse`]) comes first: a target host from a client (`proxy HOST PORT`, `forward`,
+//! the control socket) is checked before anything else looks at it (the rules, a log line, the bastion). A target
+//! is an IP literal (IPv4 in dotted-decimal form; IPv6 with or without brackets) or a host name in RFC 1123 syntax:
+//! labels of ASCII letters, digits and hyphens, not starting or ending with a hyphen, 1 to 63 bytes each and at
+//! most 253 bytes in all. One trailing dot is allowed and dropped; letters are folded to lower case.
+//!
+//! A name that the bastion's resolver would read as an IPv4 address is refused rather than passed on: glibc's
+//! `getaddrinfo` (what sshd uses for a direct-tcpip target) accepts the old `inet_aton` forms, so `010.0.0.1`
+//! (octal), `0x0a000001` (hex) or `167772161` (one 32-bit number) would reach an address that the CIDR rules never
+//! saw. RFC 1123 section 2.1 forbids such names anyway (the top-level label of a name is never all digits).
+//!
+//! The rules ([`check`]): a bastion's allowed set ([`RuleSet`]) is its `targets` with `target_ports`, or, when
+//! `targets` is not set, the CIDR blocks of the bastion's VPC (from DescribeVpcs) with `target_ports` (default
+//! `[22]`).
 //!
 //! Open-proxy rule ([`refuse_open`], applied when the config is loaded):
 //! - a CIDR block that contains public (non-private) addresses may be at most as wide as the largest AWS VPC block,
@@ -14,11 +26,178 @@
 //!   So `*.internal`, `*.corp.example.com` and `ip-10-*.ec2.internal` are fine; `*`, `*.*`, `db-*`, `*.com` and
 //!   `*.co.uk` are refused. Names without wildcards are single hosts and always fine.
 
+use std::fmt;
+use std::net::IpAddr;
+
 use ipnet::IpNet;
 use wildmatch::WildMatch;
 
 use crate::config::TargetRule;
-use crate::target::TargetHost;
+use crate::escape::Escaped;
+
+#[cfg(test)]
+mod tests;
+
+/// Longest host name in bytes, without the trailing dot (RFC 1035 / RFC 1123).
+pub const MAX_NAME: usize = 253;
+/// Longest label in bytes.
+pub const MAX_LABEL: usize = 63;
+
+/// A checked, normalised target host.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum TargetHost {
+    /// An IP literal.
+    Ip(IpAddr),
+    /// A host name: lower case, no trailing dot.
+    Name(String),
+}
+
+impl TargetHost {
+    /// Checks and normalises `raw`. Errors: what is wrong with the name, with the offending part escaped.
+    pub fn parse(raw: &str) -> Result<TargetHost, TargetError> {
+        if raw.is_empty() {
+            return Err(TargetError::Empty);
+        }
+        let unbracketed = raw.strip_prefix('[').and_then(|r| r.strip_suffix(']'));
+        if let Some(inner) = unbracketed {
+            return match inner.parse::<std::net::Ipv6Addr>() {
+                Ok(ip) => Ok(TargetHost::Ip(IpAddr::V6(ip))),
+                Err(_) => Err(TargetError::BadBracketed(quote(raw))),
+            };
+        }
+        if let Ok(ip) = raw.parse::<IpAddr>() {
+            return Ok(TargetHost::Ip(ip));
+        }
+        check_name(raw).map(TargetHost::Name)
+    }
+}
+
+/// The form sent to the bastion and matched by the policy: an IPv6 address without brackets, a name in lower case.
+impl fmt::Display for TargetHost {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TargetHost::Ip(ip) => write!(f, "{ip}"),
+            TargetHost::Name(n) => f.write_str(n),
+        }
+    }
+}
+
+/// Why a target name was refused. Every variant's text quotes the name escaped (no control character survives).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TargetError {
+    /// Nothing was given.
+    #[error("the target host is empty")]
+    Empty,
+    /// `[...]` around something that is not an IPv6 address.
+    #[error("target `{0}`: brackets may only enclose an IPv6 address, e.g. [fd00::1]")]
+    BadBracketed(String),
+    /// Longer than [`MAX_NAME`] bytes.
+    #[error("target host name `{name}` is {len} bytes long; a host name has at most {MAX_NAME}")]
+    TooLong {
+        /// The name, escaped and cut to its first 64 characters (as in every variant).
+        name: String,
+        /// Its length in bytes.
+        len: usize,
+    },
+    /// Two dots in a row, a leading dot, or only a dot.
+    #[error("target host name `{0}` has an empty label (a leading dot or two dots in a row)")]
+    EmptyLabel(String),
+    /// A label over [`MAX_LABEL`] bytes.
+    #[error("target host name `{name}`: the label `{label}` is {len} bytes long; a label has at most {MAX_LABEL}")]
+    LabelTooLong {
+        /// The name, escaped.
+        name: String,
+        /// The label, escaped.
+        label: String,
+        /// Its length in bytes.
+        len: usize,
+    },
+    /// A character other than a letter, digit, hyphen or dot.
+    #[error(
+        "target host name `{name}` contains {what} at byte {at}: a host name has only letters, digits, hyphens \
+         and dots"
+    )]
+    BadChar {
+        /// The name, escaped.
+        name: String,
+        /// The character, described (`the control character \u{1b}`, `` `_` ``).
+        what: String,
+        /// Its byte offset.
+        at: usize,
+    },
+    /// A label starting or ending with a hyphen.
+    #[error("target host name `{name}`: the label `{label}` starts or ends with a hyphen")]
+    Hyphen {
+        /// The name, escaped.
+        name: String,
+        /// The label.
+        label: String,
+    },
+    /// Digits in the last label, or an `inet_aton` numeric form.
+    #[error(
+        "target `{0}` is neither a host name nor an IPv4 address in dotted-decimal form (a.b.c.d, no leading \
+         zeros); the last label of a host name is never all digits"
+    )]
+    Numeric(String),
+}
+
+/// The name part of [`TargetHost::parse`].
+fn check_name(raw: &str) -> Result<String, TargetError> {
+    let name = raw.strip_suffix('.').unwrap_or(raw);
+    let shown = || quote(raw);
+    if let Some((at, c)) = raw.char_indices().find(|&(_, c)| !(c.is_ascii_alphanumeric() || c == '-' || c == '.')) {
+        let what = match c {
+            c if crate::escape::is_unsafe(c) => format!("the unprintable character {}", Escaped(&c.to_string())),
+            ' ' => "a space".into(),
+            c => format!("`{c}`"),
+        };
+        return Err(TargetError::BadChar { name: shown(), what, at });
+    }
+    if name.len() > MAX_NAME {
+        return Err(TargetError::TooLong { name: shown(), len: name.len() });
+    }
+    if name.is_empty() || name.split('.').any(str::is_empty) {
+        return Err(TargetError::EmptyLabel(shown()));
+    }
+    for label in name.split('.') {
+        if label.len() > MAX_LABEL {
+            let cut = format!("{}...", &label[..16]);
+            return Err(TargetError::LabelTooLong { name: shown(), label: cut, len: label.len() });
+        }
+        if label.starts_with('-') || label.ends_with('-') {
+            return Err(TargetError::Hyphen { name: shown(), label: label.into() });
+        }
+    }
+    if looks_numeric(name) {
+        return Err(TargetError::Numeric(shown()));
+    }
+    Ok(name.to_ascii_lowercase())
+}
+
+/// Longest part of a refused name quoted in its error, in characters.
+const QUOTE_MAX: usize = 64;
+
+/// `raw` escaped for an error message, cut to [`QUOTE_MAX`] characters.
+fn quote(raw: &str) -> String {
+    match raw.char_indices().nth(QUOTE_MAX) {
+        Some((at, _)) => format!("{}...", Escaped(&raw[..at])),
+        None => Escaped(raw).to_string(),
+    }
+}
+
+/// True when the last label is all digits, or every label is a number as `inet_aton` reads them (decimal, octal
+/// `0...`, hex `0x...`), e.g. `1.2.3`, `0x7f.1`, `0x0a000001`.
+fn looks_numeric(name: &str) -> bool {
+    let last = name.rsplit('.').next().unwrap_or(name);
+    if last.bytes().all(|b| b.is_ascii_digit()) {
+        return true;
+    }
+    let number = |l: &str| match l.strip_prefix("0x").or_else(|| l.strip_prefix("0X")) {
+        Some(hex) => hex.bytes().all(|b| b.is_ascii_hexdigit()),
+        None => l.bytes().all(|b| b.is_ascii_digit()),
+    };
+    name.split('.').count() <= 4 && name.split('.').all(number)
+}
 
 /// Widest IPv4 block with public addresses a config may allow without writing `0.0.0.0/0` (AWS's largest VPC block).
 pub const MAX_PUBLIC_PREFIX_V4: u8 = 16;
@@ -178,126 +357,4 @@ fn refuse_open_pattern(p: &str) -> Result<(), String> {
         ));
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::config::parse_target;
-
-    fn check(set: &RuleSet, host: &str, port: u16) -> Result<(), String> {
-        super::check(set, &TargetHost::parse(host).unwrap(), port)
-    }
-
-    fn set(list: &[&str], ports: &[u16]) -> RuleSet {
-        RuleSet::configured(list.iter().map(|s| parse_target(s).unwrap()).collect(), ports.to_vec())
-    }
-
-    #[test]
-    fn the_config_alone_decides_configured_targets_and_the_ports_of_vpc_bastions() {
-        let path = std::path::Path::new("/cfg.toml");
-        let two = concat!(
-            "[[bastion]]\nname = \"a\"\ninstance_id = \"i-0123456789abcdef0\"\ntargets = [\"10.0.16.0/20\"]\n",
-            "[[bastion]]\nname = \"b\"\ninstance_id = \"i-0123456789abcdef1\"\ntargets = [\"*.internal\"]\n",
-        );
-        let cfg = crate::config::Config::from_str(two, path).unwrap();
-        let host = |h: &str| TargetHost::parse(h).unwrap();
-        assert_eq!(check_config(&cfg, &host("10.0.16.5"), 22), Ok(()));
-        assert_eq!(check_config(&cfg, &host("db.internal"), 22), Ok(()));
-        let why = check_config(&cfg, &host("8.8.8.8"), 22).unwrap_err();
-        assert!(why.starts_with("bastion a: ") && why.contains("; bastion b: "), "{why}");
-        let ports = check_config(&cfg, &host("10.0.16.5"), 5432).unwrap_err();
-        assert!(ports.contains("add 5432 to target_ports"), "{ports}");
-        // A bastion without `targets` allows its VPC's blocks, which only the daemon can look up; the port it can tell.
-        let vpc = format!("{two}[[bastion]]\nname = \"c\"\ninstance_id = \"i-0123456789abcdef2\"\n");
-        let cfg = crate::config::Config::from_str(&vpc, path).unwrap();
-        assert_eq!(check_config(&cfg, &host("8.8.8.8"), 22), Ok(()));
-        assert!(check_config(&cfg, &host("8.8.8.8"), 80).unwrap_err().contains("bastion c: port 80"));
-    }
-
-    #[test]
-    fn cidr_rules_match_ip_literals_inside_the_block_only() {
-        let r = set(&["10.0.16.0/20"], &[22]);
-        assert!(check(&r, "10.0.16.10", 22).is_ok());
-        assert!(check(&r, "10.0.31.255", 22).is_ok());
-        let err = check(&r, "10.0.32.1", 22).unwrap_err();
-        assert!(err.contains("none of targets [10.0.16.0/20]"), "{err}");
-        assert!(check(&r, "8.8.8.8", 22).is_err());
-    }
-
-    #[test]
-    fn ports_are_checked_and_named() {
-        let err = check(&set(&["10.0.16.0/20"], &[22]), "10.0.16.10", 5432).unwrap_err();
-        assert!(err.contains("5432") && err.contains("target_ports"), "{err}");
-        assert!(check(&set(&["10.0.16.0/20"], &[22, 5432]), "10.0.16.10", 5432).is_ok());
-    }
-
-    #[test]
-    fn patterns_match_names_not_addresses() {
-        let r = set(&["*.internal", "db-?"], &[22]);
-        assert!(check(&r, "web.internal", 22).is_ok());
-        assert!(check(&r, "WEB.Internal", 22).is_ok());
-        assert!(check(&r, "db-1", 22).is_ok());
-        assert!(check(&r, "db-12", 22).is_err());
-        assert!(check(&r, "10.0.16.10", 22).is_err());
-        assert!(check(&set(&["*"], &[22]), "1.2.3.4", 22).is_err(), "a name pattern never admits an IP literal");
-    }
-
-    #[test]
-    fn empty_rules_allow_nothing() {
-        assert!(check(&set(&[], &[22]), "10.0.16.10", 22).unwrap_err().contains("targets is empty"));
-    }
-
-    #[test]
-    fn the_vpc_default_set_is_named_in_refusals() {
-        let vpc =
-            RuleSet::vpc("vpc-123", vec!["10.0.0.0/16".parse().unwrap(), "100.64.0.0/20".parse().unwrap()], vec![22]);
-        assert!(check(&vpc, "10.0.200.1", 22).is_ok());
-        assert!(check(&vpc, "100.64.15.1", 22).is_ok());
-        let err = check(&vpc, "10.1.0.1", 22).unwrap_err();
-        assert_eq!(err, "10.1.0.1 matches none of VPC vpc-123 CIDR blocks [10.0.0.0/16, 100.64.0.0/20]");
-        let err = check(&vpc, "10.0.0.5", 5432).unwrap_err();
-        assert!(err.contains("of VPC vpc-123 CIDR blocks") && err.contains("target_ports [22]"), "{err}");
-        let err = check(&vpc, "db.internal", 22).unwrap_err();
-        assert!(err.contains("needs a pattern"), "{err}");
-    }
-
-    fn open(raw: &str) -> Result<(), String> {
-        refuse_open(raw, &parse_target(raw).unwrap())
-    }
-
-    #[test]
-    fn nothing_is_open_to_the_internet_unless_written_as_0_0_0_0_slash_0() {
-        for ok in [
-            "0.0.0.0/0",
-            "::/0",
-            "10.0.0.0/8",
-            "172.16.0.0/12",
-            "100.64.0.0/10",
-            "127.0.3.0/24",
-            "fd00::/8",
-            "203.0.113.0/24",
-            "198.51.100.7",
-            "52.1.0.0/16",
-            "2600:1f18:abcd:ef00::/56",
-        ] {
-            assert!(open(ok).is_ok(), "{ok} should be accepted: {:?}", open(ok));
-        }
-        for bad in ["0.0.0.0/1", "128.0.0.0/1", "8.0.0.0/8", "52.0.0.0/15", "10.0.0.0/0", "2000::/3", "::/1"] {
-            let err = open(bad).unwrap_err();
-            assert!(err.contains("public internet") && err.contains("/0"), "{bad}: {err}");
-        }
-    }
-
-    #[test]
-    fn host_patterns_must_end_in_a_private_literal_domain() {
-        for ok in ["*.internal", "*.corp.example.com", "ip-10-*.ec2.internal", "db.example.com", "db-1", "com"] {
-            assert!(open(ok).is_ok(), "{ok} should be accepted: {:?}", open(ok));
-        }
-        for bad in ["*", "*.*", "db-*", "db-?", "*.com", "*e.com", "*.co.uk", "*.github.io", "web.*"] {
-            assert!(open(bad).is_err(), "{bad} should be refused");
-        }
-        assert!(open("*.com").unwrap_err().contains("public suffix `com`"));
-        assert!(open("*.*").unwrap_err().contains("end in literal labels"));
-    }
 }
