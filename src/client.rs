@@ -20,7 +20,7 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a freshly spawned daemon may take to accept on its socket.
 pub const SPAWN_TIMEOUT: Duration = Duration::from_secs(15);
 /// Interval between connect attempts while the spawned daemon comes up.
-const SPAWN_POLL: Duration = Duration::from_millis(25);
+const SPAWN_POLL: Duration = Duration::from_millis(10);
 
 /// Connects to the daemon at `path`. `Ok(None)` means no daemon is listening (no socket file, or nobody accepts).
 pub async fn try_connect(path: &Path) -> anyhow::Result<Option<UnixStream>> {

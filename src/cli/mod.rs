@@ -125,7 +125,7 @@ pub fn main() -> ExitCode {
     init_logging(&args);
     // The proxy is two copy loops on non-blocking pipes and a socket: one thread does it with no cross-thread wake-ups.
     let mut builder = match args.command {
-        Command::Proxy { .. } => tokio::runtime::Builder::new_current_thread(),
+        Command::Proxy { .. } | Command::Daemon => tokio::runtime::Builder::new_current_thread(),
         _ => tokio::runtime::Builder::new_multi_thread(),
     };
     let runtime = match builder.enable_all().build() {

@@ -20,7 +20,7 @@ use crate::progress::Progress;
 use crate::tunnel::{Dialer, Session};
 
 /// Pause between two probes of a bastion that is not answering yet.
-pub const BANNER_RETRY_INTERVAL: Duration = Duration::from_millis(250);
+pub const BANNER_RETRY_INTERVAL: Duration = Duration::from_millis(100);
 
 /// Limit for one probe (TCP connect plus reading the version line), so a black-holed SYN does not eat the deadline.
 pub const BANNER_PROBE_TIMEOUT: Duration = Duration::from_secs(3);
