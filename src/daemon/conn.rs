@@ -336,25 +336,27 @@ async fn copy_both(
     let (sock_rd, mut sock_wr) = io.get_mut().split();
     let (mut ch_rd, mut ch_wr) = tokio::io::split(channel);
     let up = async {
-        let mut from_client = BufReader::with_capacity(UPLOAD_CHUNK, (&buffered[..]).chain(sock_rd));
-        let res = tokio::io::copy_buf(&mut from_client, &mut ch_wr).await;
+        let res = copy_up(&buffered, sock_rd, &mut ch_wr).await;
         // EOF (or a broken client socket) from the client becomes EOF to the target.
         let _ = ch_wr.shutdown().await;
         res
     };
     let down = async {
         let head = if framed { 5 } else { 0 };
-        let mut buf = vec![0u8; head + DOWNLOAD_CHUNK];
+        // Capacity, not zeroed memory: an idle channel's buffer stays untouched (not resident) until data arrives.
+        let mut buf: Vec<u8> = Vec::with_capacity(head + DOWNLOAD_CHUNK);
         let mut total: u64 = 0;
         let end: Result<(), ErrorReply> = loop {
-            match ch_rd.read(&mut buf[head..]).await {
+            buf.clear();
+            buf.extend_from_slice(&[0u8; 5][..head]);
+            match ch_rd.read_buf(&mut buf).await {
                 Ok(0) if lease.ready.session.is_closed() => break Err(broken(lease, target, "its SSH session ended")),
                 Ok(0) => break Ok(()),
                 Ok(n) => {
                     if framed {
                         buf[..5].copy_from_slice(&control::data_frame_head(n));
                     }
-                    sock_wr.write_all(&buf[..head + n]).await.map_err(Gone)?;
+                    sock_wr.write_all(&buf).await.map_err(Gone)?;
                     total += n as u64;
                 }
                 Err(e) => break Err(broken(lease, target, &format!("reading the channel failed: {e}"))),
@@ -377,6 +379,29 @@ async fn copy_both(
             (d, u)
         }
         u = &mut up => (down.await, Some(u)),
+    }
+}
+
+/// Client to channel: first what the daemon had already read past the request line, then the socket until EOF.
+/// One chunk buffer with an SSH packet's capacity, filled through `read_buf`: never zeroed, so an idle channel's
+/// buffer stays untouched (not resident).
+async fn copy_up<R, W>(buffered: &[u8], mut from: R, to: &mut W) -> std::io::Result<u64>
+where
+    R: tokio::io::AsyncRead + Unpin,
+    W: tokio::io::AsyncWrite + Unpin,
+{
+    to.write_all(buffered).await?;
+    let mut total = buffered.len() as u64;
+    let mut buf: Vec<u8> = Vec::with_capacity(UPLOAD_CHUNK);
+    loop {
+        buf.clear();
+        match from.read_buf(&mut buf).await? {
+            0 => return Ok(total),
+            n => {
+                to.write_all(&buf).await?;
+                total += n as u64;
+            }
+        }
     }
 }
 
