@@ -19,7 +19,8 @@ async fn smoke_run_measures_every_route_and_figure() {
             assert!(s.up.iter().chain(&s.down).all(|r| r.cpu.is_some_and(|c| c > Duration::ZERO)), "{route:?}: {s:?}");
         }
     }
-    assert!(report.rss_idle > 0 && report.rss_channels > 0);
+    assert!(report.rss_idle.total > 0 && report.rss_channels.total > 0);
+    assert!(report.rss_idle.anon > 0 && report.rss_idle.anon <= report.rss_idle.total);
     assert_eq!(report.cold.len(), opts.cold_runs);
     assert_eq!(report.ciphers.len(), bastionctl::config::ciphers::SUPPORTED.len());
     assert!(report.ciphers.iter().all(|c| c.bytes_per_sec > 0.0));

@@ -87,16 +87,28 @@ impl Drop for CpuGroup {
     }
 }
 
-/// The resident set size of process `pid` in bytes, from `/proc/<pid>/status` (`VmRSS`).
-pub fn rss_bytes(pid: u32) -> anyhow::Result<u64> {
+/// A process's resident set size from `/proc/<pid>/status`, in bytes: in all (`VmRSS`), and its anonymous part
+/// (`RssAnon`: heap, stacks, relocated data). The rest is file-backed (`RssFile`, mostly the binary's code pages
+/// the process has touched, shared with the page cache) and shared memory.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Rss {
+    pub total: u64,
+    pub anon: u64,
+}
+
+/// The resident set size of process `pid` ([`Rss`]).
+pub fn rss(pid: u32) -> anyhow::Result<Rss> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let kb: u64 = text
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .context("no VmRSS in /proc/PID/status")?
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse()?;
-    Ok(kb * 1024)
+    let field = |name: &str| -> anyhow::Result<u64> {
+        let kb: u64 = text
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .with_context(|| format!("no {name} in /proc/{pid}/status"))?
+            .trim()
+            .trim_end_matches("kB")
+            .trim()
+            .parse()?;
+        Ok(kb * 1024)
+    };
+    Ok(Rss { total: field("VmRSS:")?, anon: field("RssAnon:")? })
 }

@@ -100,11 +100,11 @@ pub struct Report {
     /// Whether CPU was measured (cgroups available).
     pub cpu_measured: bool,
     /// Daemon RSS with the session up and no channel, before any transfer.
-    pub rss_idle: u64,
+    pub rss_idle: cpu::Rss,
     /// Daemon RSS with no channel after the transfers.
-    pub rss_after: u64,
+    pub rss_after: cpu::Rss,
     /// Daemon RSS with [`BenchOptions::channels`] idle channels open.
-    pub rss_channels: u64,
+    pub rss_channels: cpu::Rss,
     /// Cold `ssh host true` wall times (bastion stopped, no daemon).
     pub cold: Vec<Duration>,
     /// The cipher micro benchmark.
@@ -147,7 +147,7 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<Report> {
     for &r in &routes {
         routes::run(&lab, &groups, r, Transfer::Connect).await?;
     }
-    let rss_idle = cpu::rss_bytes(daemon_pid)?;
+    let rss_idle = cpu::rss(daemon_pid)?;
     let mut samples: HashMap<Route, RouteSamples> = routes.iter().map(|&r| (r, RouteSamples::default())).collect();
     for _ in 0..opts.connects {
         for &r in &routes {
@@ -164,9 +164,9 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<Report> {
             s.down.push(down);
         }
     }
-    let rss_after = cpu::rss_bytes(daemon_pid)?;
+    let rss_after = cpu::rss(daemon_pid)?;
     let open = channels::open_idle(&lab, opts.channels).await?;
-    let rss_channels = cpu::rss_bytes(daemon_pid)?;
+    let rss_channels = cpu::rss(daemon_pid)?;
     drop(open);
     routes::stop_master(&lab).await;
     drop(daemon);
