@@ -57,8 +57,11 @@ pub fn spawn_bastions(config: &Config, ec2: Arc<dyn Ec2Api>, shutdown: &Cancella
                 console: Some(Arc::new(ec2.clone())),
             };
             let ciphers = b.cipher_names();
-            let dialer =
-                Arc::new(SshDialer::new(settings).with_ciphers(ciphers.as_deref()).with_first_trust(first_trust));
+            let dialer = SshDialer::new(settings)
+                .with_ciphers(ciphers.as_deref())
+                .with_first_trust(first_trust)
+                .with_channel_open_timeout(b.channel_open_timeout);
+            let dialer = Arc::new(dialer);
             let holder = crate::lifecycle::lease::local_holder(&config.source);
             Bastion::spawn(BastionSpec::from_config(b, holder), ec2.clone(), dialer, shutdown.child_token())
         })

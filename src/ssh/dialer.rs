@@ -69,12 +69,20 @@ pub struct SshDialer {
     /// The configured `ciphers` (`None`: the default for this CPU).
     ciphers: Option<Vec<String>>,
     first_trust: Option<FirstTrust>,
+    /// Limit for each channel open of the sessions it dials (`channel_open_timeout`).
+    channel_open_timeout: Duration,
 }
 
 impl SshDialer {
     /// A dialer logging in with `settings`, offering the default ciphers for this CPU ([`super::ciphers`]).
     pub fn new(settings: SshSettings) -> Self {
-        SshDialer { settings, config: Arc::new(client_config(None)), ciphers: None, first_trust: None }
+        SshDialer {
+            settings,
+            config: Arc::new(client_config(None)),
+            ciphers: None,
+            first_trust: None,
+            channel_open_timeout: super::session::CHANNEL_OPEN_TIMEOUT,
+        }
     }
 
     /// Offers these ciphers (OpenSSH names, validated by the config) in this order instead of the default.
@@ -88,6 +96,13 @@ impl SshDialer {
     /// then trust on first use when configured). Without this only `known_hosts` counts.
     pub fn with_first_trust(mut self, first_trust: FirstTrust) -> Self {
         self.first_trust = Some(first_trust);
+        self
+    }
+
+    /// Bounds each channel open (the bastion connecting to the target) by `limit` instead of
+    /// [`super::session::CHANNEL_OPEN_TIMEOUT`].
+    pub fn with_channel_open_timeout(mut self, limit: Duration) -> Self {
+        self.channel_open_timeout = limit;
         self
     }
 
@@ -222,7 +237,7 @@ impl Dialer for SshDialer {
         tracing::debug!(%addr, user = %self.settings.user, "host key verified; logging in");
         auth::authenticate(&mut handle, &self.settings, addr, deadline).await?;
         tracing::info!(%addr, %instance_id, user = %self.settings.user, "SSH session to the bastion is up");
-        Ok(Arc::new(RusshSession::new(handle, events, addr)))
+        Ok(Arc::new(RusshSession::new(handle, events, addr, self.channel_open_timeout)))
     }
 }
 

@@ -19,8 +19,8 @@ use super::SshError;
 use crate::hostkeys::check::HostKeyCheck;
 use crate::tunnel::{BoxStream, Session};
 
-/// Limit for the bastion to confirm or refuse a channel. sshd confirms only once its own TCP connect to the target
-/// has succeeded, so this also bounds a target that does not answer.
+/// Default limit for the bastion to confirm or refuse a channel (`channel_open_timeout`). sshd confirms only once
+/// its own TCP connect to the target has succeeded, so this also bounds a target that does not answer.
 pub const CHANNEL_OPEN_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Limit for sending the disconnect message in [`Session::close`].
@@ -152,6 +152,15 @@ fn describe_refusal(reason: &ChannelOpenFailure, text: Option<&str>) -> String {
     }
 }
 
+/// Words for a channel the bastion neither confirmed nor refused within `after`.
+fn open_timed_out(after: Duration) -> String {
+    format!(
+        "the bastion could not connect to the target: open timed out after {} (the target does not answer: is it \
+         up, and does its security group let the bastion in? channel_open_timeout sets the limit)",
+        humantime::format_duration(after)
+    )
+}
+
 // ---- the session ----
 
 /// An authenticated session; made by [`super::SshDialer`]. Dropping it (and every stream it opened) ends the session.
@@ -162,11 +171,18 @@ pub struct RusshSession {
     addr: SocketAddr,
     /// Set by [`Session::close`], so the session counts as closed before the disconnect has gone through.
     closing: AtomicBool,
+    /// Limit for each channel open.
+    open_timeout: Duration,
 }
 
 impl RusshSession {
-    pub(crate) fn new(handle: Handle<ClientHandler>, events: Arc<SessionEvents>, addr: SocketAddr) -> Self {
-        RusshSession { handle: Arc::new(handle), events, addr, closing: AtomicBool::new(false) }
+    pub(crate) fn new(
+        handle: Handle<ClientHandler>,
+        events: Arc<SessionEvents>,
+        addr: SocketAddr,
+        open_timeout: Duration,
+    ) -> Self {
+        RusshSession { handle: Arc::new(handle), events, addr, closing: AtomicBool::new(false), open_timeout }
     }
 
     /// The bastion's sshd address this session is connected to.
@@ -192,11 +208,14 @@ impl Session for RusshSession {
             return Err(self.gone());
         }
         let opening = self.handle.channel_open_direct_tcpip(host, u32::from(port), "127.0.0.1", 0);
-        let channel = match tokio::time::timeout(CHANNEL_OPEN_TIMEOUT, opening).await {
+        let channel = match tokio::time::timeout(self.open_timeout, opening).await {
+            // sshd is still connecting to the target: it drops packets or is down. Said as a refusal, so the
+            // message and hint are about the target, not the bastion.
             Err(_) => {
-                return Err(SshError::Timeout {
-                    what: format!("the bastion to open a channel to {host}:{port}"),
-                    after: CHANNEL_OPEN_TIMEOUT,
+                return Err(SshError::ChannelRefused {
+                    host: host.to_string(),
+                    port,
+                    reason: open_timed_out(self.open_timeout),
                 });
             }
             Ok(Ok(channel)) => channel,

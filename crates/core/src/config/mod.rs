@@ -32,6 +32,8 @@ pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(15 * 60);
 pub const DEFAULT_START_TIMEOUT: Duration = Duration::from_secs(5 * 60);
 /// Default `lease_ttl`: how long this daemon's lease tag on a shared bastion stays valid without a refresh.
 pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(5 * 60);
+/// Default `channel_open_timeout`: how long the bastion may take to confirm a channel, i.e. to connect to the target.
+pub const DEFAULT_CHANNEL_OPEN_TIMEOUT: Duration = Duration::from_secs(20);
 /// Default `watch_interval`: how often an idle daemon re-reads the instance state (one DescribeInstances).
 pub const DEFAULT_WATCH_INTERVAL: Duration = Duration::from_secs(5 * 60);
 /// Default SSH port of the bastion.
@@ -189,6 +191,11 @@ pub struct BastionConfig {
     /// Give up when the bastion is not answering SSH this long after the demand, e.g. `"5m"`.
     #[serde(default = "default_start", with = "humantime_serde")]
     pub start_timeout: Duration,
+    /// How long the bastion's sshd may take to open a channel, i.e. to connect to the target host and port, before
+    /// the connection fails with "open timed out" (like OpenSSH's `ConnectTimeout` for the hop), e.g. `"20s"`. A
+    /// target that drops packets (down, or a security group that does not let the bastion in) fails after this.
+    #[serde(default = "default_channel_open", with = "humantime_serde")]
+    pub channel_open_timeout: Duration,
     /// While the daemon idles (no session to this bastion), re-read the instance state this often, with ±20 %
     /// jitter, to notice a bastion started elsewhere (the console, the AWS CLI, another tool). `"0s"` turns it off.
     /// One DescribeInstances per bastion per interval: mind the account's EC2 API rate limits with many users.
@@ -244,6 +251,9 @@ fn default_idle() -> Duration {
 }
 fn default_start() -> Duration {
     DEFAULT_START_TIMEOUT
+}
+fn default_channel_open() -> Duration {
+    DEFAULT_CHANNEL_OPEN_TIMEOUT
 }
 fn default_lease_ttl() -> Duration {
     DEFAULT_LEASE_TTL

@@ -66,7 +66,11 @@ impl Config {
                     (None, None, None) => invalid_at(format!("bastion[{i}]"), message),
                 });
             }
-            for (key, value) in [("idle_timeout", b.idle_timeout), ("start_timeout", b.start_timeout)] {
+            for (key, value) in [
+                ("idle_timeout", b.idle_timeout),
+                ("start_timeout", b.start_timeout),
+                ("channel_open_timeout", b.channel_open_timeout),
+            ] {
                 if value.is_zero() {
                     return Err(invalid_at(
                         format!("bastion[{i}].{key}"),
