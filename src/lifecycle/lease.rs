@@ -10,10 +10,17 @@
 //! left when written. A reader whose clock is ahead of the holder's by less than that never sees a live lease as
 //! expired (3 min 20 s at the defaults). A clock that is behind only makes leases last longer.
 //!
+//! A lease is believed for at most `lease_ttl` + [`MAX_CLOCK_SKEW`] after this daemon first saw its current value
+//! ([`LeaseTag::effective_expiry`]): a holder that is alive rewrites it every `lease_refresh`, so a value that stays
+//! the same longer (a far-future expiry written by hand, by a broken clock or by a tool) no longer blocks the idle
+//! stop once that time has passed, and is then deleted like any expired lease. Daemons sharing a bastion should
+//! use the same `lease_ttl`, or at least a `lease_refresh` shorter than this daemon's `lease_ttl`.
+//!
 //! Without permission for CreateTags/DeleteTags the daemon keeps working in single-user mode: it says so once in the
 //! log, serves its own connections, and still honours the leases of others when it can read them.
 
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -25,6 +32,9 @@ use crate::progress::Progress;
 
 /// Prefix of every lease tag key; the rest is the holder.
 pub const LEASE_PREFIX: &str = "bastionctl:lease:";
+/// The largest clock difference between two daemons that leases allow for: a lease value is believed for at most
+/// `lease_ttl` plus this after it was first seen.
+pub const MAX_CLOCK_SKEW: Duration = Duration::from_secs(5 * 60);
 /// Slack added to the earliest expiry of another lease before looking again.
 pub const RECHECK_MARGIN: Duration = Duration::from_secs(1);
 /// Longest tag key EC2 accepts.
@@ -123,6 +133,12 @@ impl LeaseTag {
     pub fn live_at(&self, now: SystemTime) -> bool {
         self.expires.is_some_and(|e| e > now)
     }
+
+    /// The expiry this daemon acts on: the written one, capped at `first_seen + ttl +` [`MAX_CLOCK_SKEW`], where
+    /// `first_seen` is when this value was first read. No live holder leaves a value unchanged that long.
+    pub fn effective_expiry(&self, first_seen: SystemTime, ttl: Duration) -> Option<SystemTime> {
+        self.expires.map(|e| e.min(first_seen + ttl + MAX_CLOCK_SKEW))
+    }
 }
 
 /// What [`Leases::decide_stop`] found.
@@ -148,12 +164,21 @@ pub struct Leases {
     single_user: AtomicBool,
     /// The last failure of a tag call, for `status`; cleared by a success.
     last_error: Mutex<Option<ErrorReply>>,
+    /// Other holders' lease values and when each was first read (for [`LeaseTag::effective_expiry`]).
+    first_seen: Mutex<HashMap<String, (String, SystemTime)>>,
 }
 
 impl Leases {
     /// Leases of the bastion named `bastion` (for log lines).
     pub fn new(ec2: Arc<dyn Ec2Api>, spec: LeaseSpec, bastion: String) -> Leases {
-        Leases { ec2, spec, bastion, single_user: AtomicBool::new(false), last_error: Mutex::new(None) }
+        Leases {
+            ec2,
+            spec,
+            bastion,
+            single_user: AtomicBool::new(false),
+            last_error: Mutex::new(None),
+            first_seen: Mutex::new(HashMap::new()),
+        }
     }
 
     /// This daemon's tag key.
@@ -227,8 +252,8 @@ impl Leases {
             Err(e) => return Err(e),
         };
         let now = self.spec.clock.now();
-        let (live, expired): (Vec<&LeaseTag>, Vec<&LeaseTag>) =
-            tags.iter().filter(|t| t.holder != self.spec.holder).partition(|t| t.live_at(now));
+        let others: Vec<LeaseTag> = self.capped(tags.into_iter().filter(|t| t.holder != self.spec.holder), now);
+        let (live, expired): (Vec<&LeaseTag>, Vec<&LeaseTag>) = others.iter().partition(|t| t.live_at(now));
         if !expired.is_empty() {
             let keys: Vec<String> = expired.iter().map(|t| format!("{LEASE_PREFIX}{}", t.holder)).collect();
             info!(bastion = %self.bastion, expired = ?keys, "deleting expired leases of other holders");
@@ -245,6 +270,21 @@ impl Leases {
             holders: live.iter().map(|t| t.holder.clone()).collect(),
             recheck_in: until.min(self.spec.ttl),
         })
+    }
+
+    /// `tags` with each expiry replaced by its [`LeaseTag::effective_expiry`], remembering when each value was first
+    /// seen (values no longer on the instance are forgotten).
+    fn capped(&self, tags: impl Iterator<Item = LeaseTag>, now: SystemTime) -> Vec<LeaseTag> {
+        let mut seen = self.first_seen.lock().unwrap_or_else(|e| e.into_inner());
+        let tags: Vec<LeaseTag> = tags.collect();
+        seen.retain(|holder, (value, _)| tags.iter().any(|t| &t.holder == holder && &t.value == value));
+        tags.into_iter()
+            .map(|mut t| {
+                let (_, first) = seen.entry(t.holder.clone()).or_insert_with(|| (t.value.clone(), now));
+                t.expires = t.effective_expiry(*first, self.spec.ttl);
+                t
+            })
+            .collect()
     }
 
     /// The leases on the instance as `status` shows them, read now; with the reason when they cannot be read, or

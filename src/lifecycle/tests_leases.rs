@@ -144,3 +144,19 @@ async fn the_fifty_tag_limit_is_said_and_the_demand_still_served() {
     let st = w.bastion.status().await;
     assert_eq!(st.lease_error.map(|e| e.kind), Some("tag_limit".to_string()));
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_far_future_lease_blocks_the_idle_stop_for_at_most_ttl_plus_skew() {
+    let w = stopped_world();
+    drop(w.bastion.acquire().await.unwrap());
+    w.ec2.tags.lock().unwrap().insert(OTHER_KEY.into(), "2099-01-01T00:00:00Z".into());
+    let t0 = Instant::now();
+    while w.stops() == 0 {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert!(t0.elapsed() < TTL * 10, "a lease expiring in 2099 blocked the idle stop for {:?}", t0.elapsed());
+    }
+    let waited = t0.elapsed();
+    let cap = IDLE + TTL + crate::lifecycle::lease::MAX_CLOCK_SKEW;
+    assert!(waited >= TTL + crate::lifecycle::lease::MAX_CLOCK_SKEW && waited <= cap + Duration::from_secs(5), "stopped after {waited:?}, cap {cap:?}");
+    assert_eq!(w.tag(OTHER_KEY), None, "the unbelievable lease was deleted like an expired one");
+}
