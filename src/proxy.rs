@@ -55,6 +55,8 @@ pub(crate) async fn open(
 /// Errors before the handover (refused target, bastion not starting) are printed by the caller like without
 /// `--fdpass`; after it, a broken tunnel is a closed socket that ssh reports, and the daemon logs why.
 pub async fn run_fdpass(cfg: &Config, host: &str, port: u16, progress: &mut ProgressUi) -> anyhow::Result<()> {
+    // Checked first: without `ProxyUseFdpass yes` nothing could take the socket, so start nothing for it.
+    fdpass::check_stdout()?;
     // A one-byte buffer: nothing past the `ok` line may be read here, it is ssh's.
     let negotiated = connect(cfg, host, port, false, 1, progress).await?;
     progress.finish();
@@ -95,6 +97,9 @@ async fn connect(
     // Checked here too (the daemon checks every request), so a bad name fails before a daemon is started for it.
     let host = crate::policy::TargetHost::parse(host)?;
     check_policy(cfg, &host, port)?;
+    for b in cfg.bastions.iter().filter(|b| serves(cfg, b, &host, port)) {
+        check_identities(cfg, b)?;
+    }
     let stream = client::connect_or_spawn(cfg).await?;
     let mut io = BufReader::with_capacity(buf, stream);
     // Version 1: a newer proxy still works with an older daemon that is still running.
@@ -119,6 +124,33 @@ pub(crate) fn check_policy(cfg: &Config, host: &crate::policy::TargetHost, port:
         };
         DaemonError::from(refusal.to_reply())
     })
+}
+
+/// Whether bastion `b` alone would be allowed to forward `host:port` by the config.
+fn serves(cfg: &Config, b: &crate::config::BastionConfig, host: &crate::target::TargetHost, port: u16) -> bool {
+    let mut one = cfg.clone();
+    one.bastions = vec![b.clone()];
+    crate::policy::check_config(&one, host, port).is_ok()
+}
+
+/// Refuses, before any daemon or EC2 work, a bastion whose `identity_files` cannot log in: a listed file that does
+/// not exist while nothing else could (no other identity file there, and no ssh-agent: `agent = false` or no
+/// `SSH_AUTH_SOCK`). With another key source a missing file is only skipped at login, as OpenSSH does.
+pub(crate) fn check_identities(cfg: &Config, b: &crate::config::BastionConfig) -> Result<(), DaemonError> {
+    let files = b.identity_files();
+    let agent = b.agent && std::env::var_os("SSH_AUTH_SOCK").is_some_and(|s| !s.is_empty());
+    let Some(missing) = files.iter().find(|p| !p.exists()) else { return Ok(()) };
+    if agent || files.iter().any(|p| p.exists()) {
+        tracing::warn!("identity file {} of bastion {} does not exist; skipped", missing.display(), b.name());
+        return Ok(());
+    }
+    let reason = format!(
+        "no such file (bastion {}, identity_files in {}), and no ssh-agent to use instead",
+        crate::escape::escape(&b.name()),
+        cfg.source.display()
+    );
+    let e = crate::error::Error::from(crate::ssh::SshError::KeyLoad { path: missing.clone(), reason });
+    Err(DaemonError::from(e.to_reply()))
 }
 
 /// Reads replies until `ok` (tunnel starts; returns whether the daemon frames its bytes) or `error` (a

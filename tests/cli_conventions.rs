@@ -58,6 +58,33 @@ fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
+/// A missing identity file (with no agent to fall back on) and `proxy --fdpass` with a stdout that is not a socket
+/// are answered before any daemon or EC2 work, with the statuses of the README's table.
+#[test]
+fn unusable_identity_files_and_fdpass_without_a_socket_start_no_daemon() {
+    let h = home("\"10.0.16.0/20\"");
+    let socket = h.dir.path().join("run/control.sock");
+    let log = h.dir.path().join("daemon.log");
+    let fdpass = run(&h, &["proxy", "--fdpass", "10.0.16.5", "22"]);
+    let err = text(&fdpass.stderr);
+    assert_eq!(fdpass.status.code(), Some(64), "{err}");
+    assert!(err.contains("stdout is not a socket") && err.contains("ProxyUseFdpass yes"), "{err}");
+    assert!(!socket.exists() && !log.exists(), "--fdpass without a socket started a daemon: {err}");
+
+    let key = h.dir.path().join("no-such-key");
+    let mut cfg = std::fs::read_to_string(&h.config).unwrap();
+    cfg.push_str(&format!("identity_files = [\"{}\"]\nagent = false\n", key.display()));
+    std::fs::write(&h.config, cfg).unwrap();
+    for args in [&["proxy", "10.0.16.5", "22"][..], &["up"][..]] {
+        let out = run(&h, args);
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(78), "{args:?}: {err}");
+        assert!(err.contains(key.to_str().unwrap()) && err.contains("identity_files"), "{args:?}: {err}");
+        assert!(err.contains(h.config.to_str().unwrap()), "{args:?} names the config file: {err}");
+        assert!(!socket.exists() && !log.exists(), "{args:?} started a daemon: {err}");
+    }
+}
+
 #[test]
 fn exit_statuses_follow_sysexits() {
     let h = home("\"10.0.16.0/20\"");

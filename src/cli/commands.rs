@@ -43,7 +43,7 @@ pub(super) async fn run(args: Args) -> anyhow::Result<()> {
         Command::Daemon => run_daemon(cfg).await,
         Command::Up { bastion } => {
             // A name the config does not have is a usage error here, before a daemon is started for it.
-            cfg.bastion(bastion.as_deref())?;
+            crate::proxy::check_identities(&cfg, cfg.bastion(bastion.as_deref())?)?;
             let stream = client::connect_or_spawn(&cfg).await?;
             let ok = ask(stream, Op::Up { bastion }, &mut progress).await?;
             progress.finish();

@@ -65,7 +65,7 @@ pub fn for_error(e: &anyhow::Error) -> u8 {
 /// The status for an error kind as the daemon reports it ([`crate::error::Error::kind`]).
 pub fn for_kind(kind: &str) -> u8 {
     match kind {
-        "bad_request" | "bad_target" => USAGE,
+        "bad_request" | "bad_target" | "usage" => USAGE,
         "timeout" | "network" | "throttled" | "connect" | "disconnected" | "channel" | "tunnel_broken" | "aborted"
         | "terminated" | "no_address" | "busy" | "invalid_state" => UNAVAILABLE,
         "permission" | "credentials" | "forbidden" | "not_allowed" | "host_key" | "auth" => NOPERM,

@@ -10,6 +10,19 @@ use anyhow::{Context, bail};
 use nix::errno::Errno;
 use nix::sys::socket::{ControlMessage, MsgFlags, UnixAddr, sendmsg};
 
+/// Refuses a stdout that is not a socket (a usage error: `--fdpass` without ssh's `ProxyUseFdpass yes`), so that
+/// no daemon, bastion start or channel is set up for a socket nobody can receive.
+pub fn check_stdout() -> Result<(), crate::client::DaemonError> {
+    use nix::sys::stat::{SFlag, fstat};
+    match fstat(std::io::stdout()) {
+        Ok(st) if SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFSOCK => Ok(()),
+        _ => Err(crate::client::DaemonError { kind: "usage".into(), message: NOT_A_SOCKET.into(), hint: None }),
+    }
+}
+
+const NOT_A_SOCKET: &str = "stdout is not a socket: `bastionctl proxy --fdpass` works only as ssh's ProxyCommand \
+                            with `ProxyUseFdpass yes`; without it use `bastionctl proxy %h %p`";
+
 /// Sends `sock` to the process at the other end of our stdout.
 pub fn send_to_stdout(sock: UnixStream) -> anyhow::Result<()> {
     // ssh gets the socket as a connect() would give it: blocking (ours was non-blocking for tokio).
@@ -22,10 +35,7 @@ pub fn send_to_stdout(sock: UnixStream) -> anyhow::Result<()> {
         {
             Ok(_) => return Ok(()),
             Err(Errno::EINTR) => continue,
-            Err(Errno::ENOTSOCK) => bail!(
-                "stdout is not a socket: `bastionctl proxy --fdpass` works only as ssh's ProxyCommand with \
-                 `ProxyUseFdpass yes`; without it use `bastionctl proxy %h %p`"
-            ),
+            Err(Errno::ENOTSOCK) => bail!(NOT_A_SOCKET),
             Err(e) => return Err(e).context("cannot pass the tunnel socket to ssh over stdout"),
         }
     }
