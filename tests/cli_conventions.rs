@@ -188,6 +188,29 @@ fn ssh_config_output_is_read_by_the_real_ssh() {
     }
 }
 
+/// `0.0.0.0/0` becomes a comment, not `Host *`, and a `%` in the config's path is written `%%` in the ProxyCommand
+/// (ssh_config expands `%` tokens there).
+#[test]
+fn ssh_config_leaves_other_hosts_alone_and_escapes_percent() {
+    let h = home("\"0.0.0.0/0\", \"10.0.16.0/24\"");
+    let odd = h.dir.path().join("100%h");
+    std::fs::create_dir(&odd).unwrap();
+    let config = odd.join("config.toml");
+    std::fs::copy(&h.config, &config).unwrap();
+    let h = Home { dir: h.dir, config: config.clone() };
+    let out = run(&h, &["ssh-config"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let generated = text(&out.stdout);
+    assert!(!generated.lines().any(|l| l.trim() == "Host *" || l.contains(" * ")), "{generated}");
+    assert!(generated.contains("# 0.0.0.0/0: not included"), "{generated}");
+    let escaped = config.display().to_string().replace('%', "%%");
+    assert!(generated.contains(&format!("--config '{escaped}' proxy")), "{generated}");
+    let file = h.dir.path().join("ssh_config");
+    std::fs::write(&file, &generated).unwrap();
+    assert!(!ssh_g(&file, "web.example.com").contains("proxycommand"), "every host captured:\n{generated}");
+    assert!(ssh_g(&file, "10.0.16.9").contains("proxycommand"), "{generated}");
+}
+
 /// Runs the daemon with stderr to `log` until it says it is ready, then stops it; returns the log.
 fn daemon_log(h: &Home, journal: bool, name: &str) -> String {
     let log = h.dir.path().join(name);

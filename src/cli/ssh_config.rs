@@ -43,10 +43,10 @@ pub fn cidr_patterns(net: Ipv4Net) -> Vec<String> {
 /// ProxyCommand then names the same file, so ssh's proxies read the config this output was made from.
 pub fn render(cfg: &Config, explicit_config: Option<&Path>) -> anyhow::Result<String> {
     let exe = std::env::current_exe().context("cannot find the path of this bastionctl")?;
-    let mut command = format!("{} ", quote(&exe.display().to_string()));
+    let mut command = format!("{} ", proxy_arg(&exe.display().to_string()));
     if let Some(c) = explicit_config {
         let abs = std::path::absolute(c).unwrap_or_else(|_| c.to_path_buf());
-        let _ = write!(command, "--config {} ", quote(&abs.display().to_string()));
+        let _ = write!(command, "--config {} ", proxy_arg(&abs.display().to_string()));
     }
     command.push_str("proxy --fdpass %h %p");
 
@@ -66,6 +66,14 @@ pub fn render(cfg: &Config, explicit_config: Option<&Path>) -> anyhow::Result<St
         }
         for rule in b.target_rules() {
             match rule {
+                // `Host *` would send every ssh, to anywhere, through this bastion.
+                TargetRule::Cidr(IpNet::V4(net)) if net.prefix_len() == 0 => {
+                    let _ = writeln!(
+                        out,
+                        "# {net}: not included, `Host *` would send every ssh through bastionctl; write a Host line \
+                         for the hosts you mean with the ProxyCommand below"
+                    );
+                }
                 TargetRule::Cidr(IpNet::V4(net)) => patterns.extend(cidr_patterns(net)),
                 TargetRule::Cidr(net @ IpNet::V6(_)) => {
                     let _ = writeln!(out, "# {net}: ssh_config has no exact pattern for an IPv6 block; not included");
@@ -74,11 +82,17 @@ pub fn render(cfg: &Config, explicit_config: Option<&Path>) -> anyhow::Result<St
             }
         }
         if patterns.is_empty() {
+            let _ = writeln!(out, "# ProxyCommand {command}\n# ProxyUseFdpass yes");
             continue;
         }
         let _ = writeln!(out, "Host {}\n    ProxyCommand {command}\n    ProxyUseFdpass yes", patterns.join(" "));
     }
     Ok(out)
+}
+
+/// A path as a word of the ProxyCommand: [`quote`]d, with `%` written `%%` (ssh_config expands `%` tokens there).
+fn proxy_arg(s: &str) -> String {
+    quote(s).replace('%', "%%")
 }
 
 /// Quotes a path for ssh_config (which splits on white space and honours double quotes) and for the shell ssh
@@ -116,5 +130,6 @@ mod tests {
     fn paths_with_spaces_are_quoted() {
         assert_eq!(quote("/usr/bin/bastionctl"), "/usr/bin/bastionctl");
         assert_eq!(quote("/home/a b/bastionctl"), "'/home/a b/bastionctl'");
+        assert_eq!(proxy_arg("/home/a/100%/bastionctl.toml"), "'/home/a/100%%/bastionctl.toml'");
     }
 }
