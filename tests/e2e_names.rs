@@ -87,13 +87,15 @@ async fn names_resolve_through_the_name_tag_or_fail_clearly() {
     o.extra_config =
         format!("\n[[forward]]\nname = \"webdb\"\nlisten = \"127.0.0.1:{listen}\"\ntarget = \"web:{}\"\n", db.port());
     let lab = lab(o).await;
-    let web = add(&lab, "web", PRIVATE).await;
+    // Tagged in mixed case: found by `ssh web`, which arrives in lower case (EC2's tag filter is case-sensitive).
+    let web = add(&lab, "Web", PRIVATE).await;
     // A stopped instance with the same Name does not count: only running ones are looked up.
     let stopped_web = add(&lab, "web", Ipv4Addr::new(127, 0, 3, 7)).await;
     lab.ec2().stop_instances().instance_ids(&stopped_web).send().await.unwrap();
     let twins = [
         add(&lab, "twin", Ipv4Addr::new(127, 0, 3, 2)).await,
-        add(&lab, "twin", Ipv4Addr::new(127, 0, 3, 3)).await,
+        // Differs from the other only in case: still ambiguous.
+        add(&lab, "TWIN", Ipv4Addr::new(127, 0, 3, 3)).await,
     ];
     // In the VPC, but outside `targets` (127.0.3.1/32): refused before anything dials it.
     let far = add(&lab, "far", Ipv4Addr::new(127, 0, 4, 1)).await;

@@ -225,10 +225,13 @@ impl Ec2Api for AwsEc2 {
 
     async fn private_ips_by_name(&self, vpc_id: &str, name: &str) -> Result<Vec<NamedInstance>, Ec2Error> {
         let running = filter("instance-state-name", &["running"]);
-        let filters = vec![filter("tag:Name", &[name]), filter("vpc-id", &[vpc_id]), running];
+        // EC2's `tag:Name` filter is case-sensitive and host names arrive in lower case: every running instance of
+        // the VPC with a Name tag is fetched and the tag compared here, ignoring ASCII case.
+        let filters = vec![filter("tag-key", &["Name"]), filter("vpc-id", &[vpc_id]), running];
         let mut found: Vec<NamedInstance> = Vec::new();
         for inst in self.instances(filters).await? {
-            let (Some(id), Some(ip)) = (inst.instance_id(), inst.private_ip_address()) else { continue };
+            let tagged = inst.tags().iter().any(|t| t.key() == Some("Name") && t.value().is_some_and(|v| v.eq_ignore_ascii_case(name)));
+            let (true, Some(id), Some(ip)) = (tagged, inst.instance_id(), inst.private_ip_address()) else { continue };
             let private_ip = parse_ip("DescribeInstances", "PrivateIpAddress", ip)?;
             found.push(NamedInstance { instance_id: id.to_owned(), private_ip });
         }

@@ -202,8 +202,13 @@ async fn find_by_name_tag_follows_pages() {
 }
 
 fn with_private_ip(id: &str, ip: Option<&str>) -> Instance {
+    named(id, ip, "web")
+}
+
+fn named(id: &str, ip: Option<&str>, name: &str) -> Instance {
     Instance::builder()
         .instance_id(id)
+        .tags(aws_sdk_ec2::types::Tag::builder().key("Name").value(name).build())
         .state(SdkState::builder().name(InstanceStateName::Running).build())
         .set_private_ip_address(ip.map(Into::into))
         .vpc_id("vpc-1234")
@@ -217,7 +222,7 @@ async fn private_ips_by_name_asks_for_running_instances_of_the_vpc_by_tag() {
             let has = |name: &str, values: &[&str]| {
                 r.filters().iter().any(|f| f.name() == Some(name) && f.values() == values)
             };
-            has("tag:Name", &["web"]) && has("vpc-id", &["vpc-1234"]) && has("instance-state-name", &["running"])
+            has("tag-key", &["Name"]) && has("vpc-id", &["vpc-1234"]) && has("instance-state-name", &["running"])
         })
         .then_output(|| {
             reservations(vec![
@@ -234,6 +239,25 @@ async fn private_ips_by_name_asks_for_running_instances_of_the_vpc_by_tag() {
 
     let none = mock!(Client::describe_instances).then_output(|| DescribeInstancesOutput::builder().build());
     assert_eq!(mock_ec2(&[&none]).private_ips_by_name("vpc-1234", "web").await.unwrap(), []);
+}
+
+#[tokio::test]
+async fn private_ips_by_name_ignores_the_case_of_name_tags() {
+    let rule = mock!(Client::describe_instances).then_output(|| {
+        reservations(vec![
+            named("i-1", Some("10.0.16.5"), "Web"),
+            named("i-2", Some("10.0.16.6"), "db"),
+            named("i-3", Some("10.0.16.7"), "web-2"),
+        ])
+    });
+    let got = mock_ec2(&[&rule]).private_ips_by_name("vpc-1234", "web").await.unwrap();
+    let ids: Vec<&str> = got.iter().map(|n| n.instance_id.as_str()).collect();
+    assert_eq!(ids, ["i-1"], "Name=Web is found by `web`, and only it");
+
+    let twins = mock!(Client::describe_instances)
+        .then_output(|| reservations(vec![named("i-1", Some("10.0.16.5"), "Web"), named("i-2", Some("10.0.16.6"), "WEB")]));
+    let got = mock_ec2(&[&twins]).private_ips_by_name("vpc-1234", "web").await.unwrap();
+    assert_eq!(got.len(), 2, "two that differ only in case are both found (the route calls that ambiguous)");
 }
 
 #[tokio::test]
