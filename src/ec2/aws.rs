@@ -230,7 +230,8 @@ impl Ec2Api for AwsEc2 {
         let filters = vec![filter("tag-key", &["Name"]), filter("vpc-id", &[vpc_id]), running];
         let mut found: Vec<NamedInstance> = Vec::new();
         for inst in self.instances(filters).await? {
-            let tagged = inst.tags().iter().any(|t| t.key() == Some("Name") && t.value().is_some_and(|v| v.eq_ignore_ascii_case(name)));
+            let is_name = |v: &str| v.eq_ignore_ascii_case(name);
+            let tagged = inst.tags().iter().any(|t| t.key() == Some("Name") && t.value().is_some_and(is_name));
             let (true, Some(id), Some(ip)) = (tagged, inst.instance_id(), inst.private_ip_address()) else { continue };
             let private_ip = parse_ip("DescribeInstances", "PrivateIpAddress", ip)?;
             found.push(NamedInstance { instance_id: id.to_owned(), private_ip });

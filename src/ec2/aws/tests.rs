@@ -254,8 +254,9 @@ async fn private_ips_by_name_ignores_the_case_of_name_tags() {
     let ids: Vec<&str> = got.iter().map(|n| n.instance_id.as_str()).collect();
     assert_eq!(ids, ["i-1"], "Name=Web is found by `web`, and only it");
 
-    let twins = mock!(Client::describe_instances)
-        .then_output(|| reservations(vec![named("i-1", Some("10.0.16.5"), "Web"), named("i-2", Some("10.0.16.6"), "WEB")]));
+    let twins = mock!(Client::describe_instances).then_output(|| {
+        reservations(vec![named("i-1", Some("10.0.16.5"), "Web"), named("i-2", Some("10.0.16.6"), "WEB")])
+    });
     let got = mock_ec2(&[&twins]).private_ips_by_name("vpc-1234", "web").await.unwrap();
     assert_eq!(got.len(), 2, "two that differ only in case are both found (the route calls that ambiguous)");
 }
