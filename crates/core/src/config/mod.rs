@@ -428,6 +428,18 @@ pub fn parse_target(s: &str) -> Result<TargetRule, String> {
     if !ok {
         return Err(format!("`{s}` is neither a CIDR block nor a host-name pattern (letters, digits, - . * ?)"));
     }
+    // Targets arrive without a trailing dot and with no empty label, so such a pattern could never match.
+    if let Some(bare) = s.strip_suffix('.') {
+        return Err(format!(
+            "`{s}` ends with a dot and would never match (host names are compared without the root dot): write `{bare}`"
+        ));
+    }
+    if let Some(rest) = s.strip_prefix('.') {
+        return Err(format!("`{s}` starts with a dot and would never match: write `*.{rest}` for the names under it"));
+    }
+    if s.contains("..") {
+        return Err(format!("`{s}` has an empty label (`..`) and would never match: write it with single dots"));
+    }
     Ok(TargetRule::Pattern(s.to_ascii_lowercase()))
 }
 

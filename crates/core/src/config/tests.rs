@@ -248,6 +248,17 @@ fn bad_cidr_names_the_element_and_its_line() {
 }
 
 #[test]
+fn target_patterns_that_could_never_match_are_rejected_with_what_to_write() {
+    let text = format!("{MINIMAL}[[bastion]]\nname_tag = \"b\"\ntargets = [\"web.internal.\"]\n");
+    let (line, key, message) = invalid(&text);
+    assert_eq!((line, key.as_str()), (5, "bastion[1].targets[0]"));
+    assert!(message.contains("ends with a dot") && message.contains("write `web.internal`"), "{message}");
+    assert!(parse_target(".internal").unwrap_err().contains("write `*.internal`"));
+    assert!(parse_target("web..internal").unwrap_err().contains("empty label"));
+    assert!(parse_target("*.internal").is_ok() && parse_target("web").is_ok());
+}
+
+#[test]
 fn bad_target_pattern_is_rejected() {
     let text = format!("{MINIMAL}[[bastion]]\nname_tag = \"b\"\ntargets = [\"db server\"]\n");
     let (line, key, message) = invalid(&text);
