@@ -5,7 +5,7 @@
 //! | 0 | success | |
 //! | 1 | anything else | `doctor` found a failing check, `status` could not learn a state |
 //! | 64 | usage (EX_USAGE) | unknown option, bad `forward` spec, no bastion of that name, a malformed target host or port 0 |
-//! | 69 | unavailable (EX_UNAVAILABLE) | bastion did not start in time, network, SSH connect, broken tunnel, no daemon |
+//! | 69 | unavailable (EX_UNAVAILABLE) | bastion did not start in time, network, SSH connect, broken tunnel, no daemon, `down` refused (channels, leases) |
 //! | 77 | permission (EX_NOPERM) | IAM denies an EC2 action, no credentials, target not allowed (or its Name tag's IP), host key refused, bastion login refused |
 //! | 78 | configuration (EX_CONFIG) | the config file is missing or invalid, no region, the instance does not exist, a Name tag several instances carry, an identity file cannot be used |
 
