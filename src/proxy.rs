@@ -127,7 +127,7 @@ pub(crate) fn check_policy(cfg: &Config, host: &crate::policy::TargetHost, port:
 }
 
 /// Whether bastion `b` alone would be allowed to forward `host:port` by the config.
-fn serves(cfg: &Config, b: &crate::config::BastionConfig, host: &crate::target::TargetHost, port: u16) -> bool {
+fn serves(cfg: &Config, b: &crate::config::BastionConfig, host: &crate::policy::TargetHost, port: u16) -> bool {
     let mut one = cfg.clone();
     one.bastions = vec![b.clone()];
     crate::policy::check_config(&one, host, port).is_ok()

@@ -473,7 +473,7 @@ proptest! {
     }
 }
 
-// ---- target host names (bastionctl_core::target) and escaping (bastionctl_core::escape) ----
+// ---- target host names (bastionctl_core::policy) and escaping (bastionctl_core::escape) ----
 
 use bastionctl::escape::escape;
 use bastionctl::policy::{MAX_LABEL, MAX_NAME, TargetHost};
