@@ -44,19 +44,34 @@ async fn lab(port: u16) -> Lab {
     Lab::start(o).await.unwrap_or_else(|e| panic!("lab did not start: {e:#}"))
 }
 
+/// Runs `bastionctl ARGS` as ssh would: with `--fdpass`, stdout is one end of a Unix socket pair (ssh's
+/// `ProxyUseFdpass yes`), and whatever arrives on the other end is returned as the output's stdout.
 async fn proxy(lab: &Lab, args: &[&str]) -> Output {
+    let (stdout, peer) = if args.contains(&"--fdpass") {
+        let (ours, theirs) = std::os::unix::net::UnixStream::pair().expect("socketpair");
+        (Stdio::from(std::os::fd::OwnedFd::from(theirs)), Some(ours))
+    } else {
+        (Stdio::piped(), None)
+    };
     let child = lab
         .bastionctl_command(args)
         .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
+        .stdout(stdout)
         .stderr(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
         .unwrap();
-    tokio::time::timeout(DEADLINE, child.wait_with_output())
+    let mut out = tokio::time::timeout(DEADLINE, child.wait_with_output())
         .await
         .unwrap_or_else(|_| panic!("bastionctl {args:?} did not finish within {DEADLINE:?}{}", lab.diagnostics()))
-        .unwrap()
+        .unwrap();
+    if let Some(mut peer) = peer {
+        // The child has exited and our copy of its end is closed: this read ends at EOF.
+        use std::io::Read;
+        peer.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+        peer.read_to_end(&mut out.stdout).expect("reading the proxy's socket");
+    }
+    out
 }
 
 /// `bastionctl proxy [--fdpass] 127.0.3.1 PORT` fails with exit 69, `want` on stderr and nothing on stdout.
