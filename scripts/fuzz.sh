@@ -22,23 +22,38 @@ targets=(control_read_line config_from_str known_hosts_parse console_fingerprint
 start=$(date +%s)
 (cd "$fuzz" && cargo fuzz build --dev --sanitizer "$SANITIZER")
 echo "fuzz: built ${#targets[@]} targets in $(( $(date +%s) - start )) s"
-status=0
-for t in "${targets[@]}"; do
-    mkdir -p "$work/$t" "$fuzz/regressions/$t"
+# One target: its corpus seeded, FUZZ_SECONDS of libFuzzer, a crash kept as a regression input. Prints one line.
+fuzz_one() {
+    local t=$1 artifacts="$work/artifacts/$1/"
+    mkdir -p "$work/$t" "$fuzz/regressions/$t" "$artifacts"
     cp "$fuzz/seeds/$t/"* "$work/$t/"
     [ "$t" = config_from_str ] && cp tests/config/valid/*.toml tests/config/invalid/*.toml config/*.toml "$work/$t/"
-    artifacts="$work/artifacts/$t/"
-    mkdir -p "$artifacts"
     if (cd "$fuzz" && cargo fuzz run --dev --sanitizer "$SANITIZER" "$t" "$work/$t" -- \
         -max_total_time="$SECS" -rss_limit_mb=2048 -timeout=10 -artifact_prefix="$artifacts" \
         -print_final_stats=1 2>"$work/$t.log"); then
         echo "fuzz: $t: no crash in ${SECS} s ($(grep -o 'stat::number_of_executed_units: *[0-9]*' "$work/$t.log" | grep -o '[0-9]*$') runs, corpus $(find "$work/$t" -type f | wc -l) inputs)"
     else
-        status=1
         tail -30 "$work/$t.log" >&2
         for crash in "$artifacts"*; do
             [ -f "$crash" ] && cp "$crash" "$fuzz/regressions/$t/" && echo "fuzz: $t: crash kept as $fuzz/regressions/$t/$(basename "$crash")" >&2
         done
+        return 1
     fi
+}
+# As many targets at a time as there are CPUs (each libFuzzer process is single-threaded), so that CI spends
+# FUZZ_SECONDS × targets ÷ CPUs, not FUZZ_SECONDS × targets.
+jobs=$(nproc)
+status=0
+pids=()
+for t in "${targets[@]}"; do
+    fuzz_one "$t" &
+    pids+=("$!")
+    if [ "${#pids[@]}" -ge "$jobs" ]; then
+        wait "${pids[0]}" || status=1
+        pids=("${pids[@]:1}")
+    fi
+done
+for pid in "${pids[@]}"; do
+    wait "$pid" || status=1
 done
 exit $status

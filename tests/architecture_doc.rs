@@ -1,6 +1,6 @@
 //! docs/ARCHITECTURE.md names files by path; these tests fail when one is renamed, merged or deleted without the doc
-//! following, and when "the path of one connection" states a file count that is not the number of files in its
-//! steps.
+//! following, and when "the path of one connection" or "the path of a start" states a file count that is not the
+//! number of files in its steps.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -66,22 +66,43 @@ fn every_file_the_architecture_doc_names_exists() {
     assert!(missing.is_empty(), "docs/ARCHITECTURE.md names files that do not exist: {missing:?}");
 }
 
-#[test]
-fn the_stated_file_count_of_the_connection_path_is_the_number_of_files_in_its_steps() {
-    let doc = doc();
-    let start = doc.find("## The path of one connection").expect("the section");
+/// The section of `doc` that starts with `title`: its stated count (the number before " files" or " more files"
+/// in the intro), and the files named in its numbered steps that the paragraph after the steps (starting with
+/// `after`) does not exclude.
+fn path_section<'a>(doc: &'a str, title: &str, after: &str) -> (&'a str, usize, BTreeSet<&'a str>) {
+    let start = doc.find(title).unwrap_or_else(|| panic!("the section {title:?}"));
     let section = &doc[start..];
     let section = &section[..section[3..].find("\n## ").map_or(section.len(), |i| i + 3)];
     let (intro, rest) = section.split_once("\n1. ").expect("numbered steps");
-    let (steps, after) = rest.split_once("\nAfter the first connection").expect("the paragraph after the steps");
+    let (steps, after) = rest.split_once(after).unwrap_or_else(|| panic!("the paragraph after the steps: {after:?}"));
     let stated: usize = intro
         .split_once(" files")
-        .and_then(|(head, _)| head.rsplit(' ').next())
+        .map(|(head, _)| head.trim_end_matches(" more"))
+        .and_then(|head| head.rsplit(char::is_whitespace).next())
         .and_then(|n| n.parse().ok())
         .expect("an `N files` count before the steps");
     let not_counted: BTreeSet<&str> = spans(after).filter(|s| is_path(s)).collect();
-    let on_path: BTreeSet<&str> = spans(steps).filter(|s| is_path(s) && !not_counted.contains(s)).collect();
-    assert_eq!(stated, on_path.len(), "docs/ARCHITECTURE.md says {stated} files; the steps name {on_path:#?}");
-    let core = on_path.iter().filter(|p| p.starts_with("crates/core/")).count();
+    let on_path = spans(steps).filter(|s| is_path(s) && !not_counted.contains(s)).collect();
+    (intro, stated, on_path)
+}
+
+fn in_core(files: &BTreeSet<&str>) -> usize {
+    files.iter().filter(|p| p.starts_with("crates/core/")).count()
+}
+
+#[test]
+fn the_stated_file_counts_of_the_connection_and_start_paths_are_the_numbers_of_files_in_their_steps() {
+    let doc = doc();
+    let (intro, stated, conn) = path_section(&doc, "## The path of one connection", "\nAfter the first connection");
+    assert_eq!(stated, conn.len(), "docs/ARCHITECTURE.md says {stated} files; the steps name {conn:#?}");
+    let core = in_core(&conn);
     assert!(intro.contains(&format!("{core} of them in `crates/core`")), "{core} of the files are in crates/core");
+
+    let (intro, stated, start) = path_section(&doc, "## The path of a start", "\nAfter the start");
+    let more: BTreeSet<&str> = start.difference(&conn).copied().collect();
+    assert_eq!(stated, more.len(), "the start section says {stated} more files; the new ones are {more:#?}");
+    let total = conn.len() + more.len();
+    assert!(intro.contains(&format!("({total} for a connection")), "a cold connection crosses {total} files");
+    let core = in_core(&more);
+    assert!(intro.contains(&format!("{core} of them in `crates/core`")), "{core} of the new files are in crates/core");
 }

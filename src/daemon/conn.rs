@@ -229,7 +229,7 @@ async fn connect(
     let route::Route { bastion, host } =
         route::route(shared, host, port).await.inspect_err(|e| warn!("refused: {e}")).map_err(|e| e.to_reply())?;
     let lease = with_progress(io, bastion, bastion.acquire()).await.map_err(|e| e.to_reply())?;
-    let channel = lease.ready.session.open(&host.to_string(), port).await.map_err(Error::from)?;
+    let channel = lease.open(&host.to_string(), port).await.map_err(Error::from)?;
     let target = format!("{host}:{port}");
     info!(bastion = %bastion.spec().name, %target, framed, "channel open");
     let ok = OkReply { framed, ..OkReply::default() };
@@ -350,7 +350,7 @@ async fn copy_both(
             buf.clear();
             buf.extend_from_slice(&[0u8; 5][..head]);
             match ch_rd.read_buf(&mut buf).await {
-                Ok(0) if lease.ready.session.is_closed() => break Err(broken(lease, target, "its SSH session ended")),
+                Ok(0) if lease.session_closed() => break Err(broken(lease, target, "its SSH session ended")),
                 Ok(0) => break Ok(()),
                 Ok(n) => {
                     if framed {

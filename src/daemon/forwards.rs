@@ -68,7 +68,7 @@ async fn one(shared: Arc<Shared>, mut tcp: TcpStream, host: String, port: u16) {
         })?;
         let route = super::route::route(&shared, &target, port).await.map_err(|e| e.to_reply())?;
         let lease = route.bastion.acquire().await.map_err(|e| e.to_reply())?;
-        let channel = lease.ready.session.open(&route.host.to_string(), port).await.map_err(crate::error::Error::from)?;
+        let channel = lease.open(&route.host.to_string(), port).await.map_err(crate::error::Error::from)?;
         Ok::<_, crate::control::ErrorReply>((lease, channel, route.host))
     };
     let (lease, mut channel, host) = match opened.await {

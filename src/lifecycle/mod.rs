@@ -103,6 +103,17 @@ impl Lease {
         counter.send_modify(|c| *c += 1);
         Lease { ready, counter }
     }
+
+    /// Opens a direct-tcpip channel to `host:port` (as the bastion sees it) on the shared session: the one step of
+    /// a connection that needs SSH once the bastion is ready.
+    pub async fn open(&self, host: &str, port: u16) -> Result<crate::tunnel::BoxStream, crate::ssh::SshError> {
+        self.ready.session.open(host, port).await
+    }
+
+    /// True once the shared session is gone (its channels with it).
+    pub fn session_closed(&self) -> bool {
+        self.ready.session.is_closed()
+    }
 }
 
 impl Drop for Lease {
