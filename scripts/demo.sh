@@ -4,5 +4,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
-cargo build --locked --bins
+cargo build --locked --workspace --bins
 exec "${CARGO_TARGET_DIR:-target}/debug/bastionctl-lab" demo "$@"

@@ -263,13 +263,41 @@ fn under_journal_stream_the_daemon_logs_priorities_and_no_timestamp() {
 
 /// A reader that stops early (`completions bash | head -3`) ends the output quietly: no panic, exit 0.
 #[test]
-fn completions_into_a_closed_pipe_exit_cleanly() {
+fn completions_and_man_into_a_closed_pipe_exit_cleanly() {
     let h = home("\"10.0.16.0/20\"");
-    let mut child = bastionctl(&h, &["completions", "bash"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
-    drop(child.stdout.take()); // the reader is gone before the script is written
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "exit {:?}: {}", out.status.code(), text(&out.stderr));
+    for args in [&["completions", "bash"][..], &["man"], &["ssh-config"]] {
+        let mut child = bastionctl(&h, args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+        drop(child.stdout.take()); // the reader is gone before the text is written
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "{args:?}: exit {:?}: {}", out.status.code(), text(&out.stderr));
+        assert!(text(&out.stderr).is_empty(), "{args:?}: {}", text(&out.stderr));
+    }
+}
+
+/// Output to a full disk is an error that says so (exit 74, EX_IOERR), not a panic.
+#[test]
+fn output_to_a_full_disk_is_a_clear_error() {
+    let h = home("\"10.0.16.0/20\"");
+    let full = std::fs::OpenOptions::new().write(true).open("/dev/full").unwrap();
+    let out = bastionctl(&h, &["ssh-config"]).stdout(full).output().unwrap();
+    assert_eq!(out.status.code(), Some(74), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("cannot write to stdout: No space left on device"), "{}", text(&out.stderr));
     assert!(!text(&out.stderr).contains("panicked"), "{}", text(&out.stderr));
+}
+
+/// `BASTIONCTL_CONFIG=` (set but empty) counts as unset, as empty variables do for OpenSSH and the AWS CLI: the
+/// default path is used, not refused as a missing value.
+#[test]
+fn an_empty_config_variable_counts_as_unset() {
+    let h = home("\"10.0.16.0/20\"");
+    let out = Command::new(BASTIONCTL)
+        .args(["status"])
+        .env("BASTIONCTL_CONFIG", "")
+        .env("XDG_CONFIG_HOME", h.dir.path().join("no-such-dir"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(78), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("no-such-dir/bastionctl/config.toml"), "{}", text(&out.stderr));
 }
 
 /// A bastion name with a control character is escaped in the generated ssh_config, as everywhere it is quoted.

@@ -30,8 +30,11 @@ pub(super) async fn run(args: Args) -> anyhow::Result<()> {
             };
         }
         Command::Man => {
-            clap_mangen::Man::new(super::command()).render(&mut std::io::stdout()).context("cannot write the man page")?;
-            return Ok(());
+            // Like the completions: a reader that stops early (`bastionctl man | head`) is not an error.
+            return match clap_mangen::Man::new(super::command()).render(&mut std::io::stdout()) {
+                Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e).context("cannot write the man page"),
+                _ => Ok(()),
+            };
         }
         _ => {}
     }
@@ -47,7 +50,7 @@ pub(super) async fn run(args: Args) -> anyhow::Result<()> {
             let stream = client::connect_or_spawn(&cfg).await?;
             let ok = ask(stream, Op::Up { bastion }, &mut progress).await?;
             progress.finish();
-            println!("{}", ok.message);
+            outln!("{}", ok.message);
             Ok(())
         }
         Command::Down { bastion, force } => down(&cfg, bastion, force, &mut progress).await,
@@ -55,7 +58,7 @@ pub(super) async fn run(args: Args) -> anyhow::Result<()> {
         Command::Trust { bastion, yes, replace } => super::trust::run(&cfg, bastion, yes, replace).await,
         Command::Forward { bind, specs } => crate::forward::run(&cfg, bind, specs, progress).await,
         Command::SshConfig => {
-            print!("{}", super::ssh_config::render(&cfg, args.config.as_deref())?);
+            out!("{}", super::ssh_config::render(&cfg, args.config.as_deref())?);
             Ok(())
         }
         Command::Doctor { .. } | Command::Completions { .. } | Command::Man => unreachable!("handled above"),
@@ -126,7 +129,7 @@ async fn down(cfg: &Config, bastion: Option<String>, force: bool, progress: &mut
     if let Some(stream) = client::try_connect(&cfg.socket_path()).await? {
         let msg = ask(stream, Op::Down { bastion, force }, progress).await?.message;
         progress.finish();
-        println!("{msg}");
+        outln!("{msg}");
         return Ok(());
     }
     // No daemon: nothing is forwarded, so stop it directly.
@@ -134,7 +137,7 @@ async fn down(cfg: &Config, bastion: Option<String>, force: bool, progress: &mut
     let id = crate::ec2::resolve(&ec2, &b.instance_ref()).await?;
     let state = ec2.describe(&id).await.with_context(|| format!("cannot describe {id}"))?.state;
     if matches!(state, InstanceState::Stopped | InstanceState::Stopping) {
-        println!("bastion {} ({id}) is already {state}", b.name());
+        outln!("bastion {} ({id}) is already {state}", b.name());
         return Ok(());
     }
     if !force {
@@ -159,7 +162,7 @@ async fn down(cfg: &Config, bastion: Option<String>, force: bool, progress: &mut
         }
     }
     ec2.stop(&id).await.with_context(|| format!("cannot stop {id}"))?;
-    println!("stopping bastion {} ({id})", b.name());
+    outln!("stopping bastion {} ({id})", b.name());
     Ok(())
 }
 
@@ -190,9 +193,9 @@ async fn status(cfg: &Config, json: bool) -> anyhow::Result<()> {
         }
     };
     if json {
-        println!("{}", serde_json::to_string_pretty(&list)?);
+        outln!("{}", serde_json::to_string_pretty(&list)?);
     } else {
-        print!("{}", table(&list));
+        out!("{}", table(&list));
     }
     // The table shows `unknown`; the full errors (often several lines) go below it, and the exit status says so.
     let unknown: Vec<String> = list

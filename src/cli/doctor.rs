@@ -35,21 +35,21 @@ pub(super) struct Report {
 impl Report {
     pub(super) fn pass(&mut self, what: impl Display) {
         self.passed += 1;
-        println!("PASS  {what}");
+        outln!("PASS  {what}");
     }
 
     pub(super) fn fail(&mut self, what: impl Display, fix: impl Display) {
         self.failed += 1;
-        println!("FAIL  {what}\n      fix: {fix}");
+        outln!("FAIL  {what}\n      fix: {fix}");
     }
 
     pub(super) fn skip(&mut self, what: impl Display) {
-        println!("SKIP  {what}");
+        outln!("SKIP  {what}");
     }
 
     /// Something to know that does not stop bastionctl from working (not counted as a failure).
     pub(super) fn warn(&mut self, what: impl Display, fix: impl Display) {
-        println!("WARN  {what}\n      fix: {fix}");
+        outln!("WARN  {what}\n      fix: {fix}");
     }
 }
 
@@ -61,7 +61,7 @@ pub(super) async fn run(config: Option<&Path>, bastion: Option<&str>) -> anyhow:
     }
     let mut r = Report::default();
     check_all(&mut r, config, bastion).await;
-    println!("{} passed, {} failed", r.passed, r.failed);
+    outln!("{} passed, {} failed", r.passed, r.failed);
     anyhow::ensure!(r.failed == 0, "{} check(s) failed; see the FAIL lines above for the fixes", r.failed);
     Ok(())
 }

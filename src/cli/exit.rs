@@ -27,6 +27,8 @@ pub const SOFTWARE: u8 = 70;
 pub const NOPERM: u8 = 77;
 /// EX_CONFIG.
 pub const CONFIG: u8 = 78;
+/// EX_IOERR: an output could not be written (stdout on a full disk).
+pub const IOERR: u8 = 74;
 
 /// The status for a command-line parse result that is not a run: 0 for `--help` / `--version`, else [`USAGE`].
 pub fn for_clap(e: &clap::Error) -> u8 {

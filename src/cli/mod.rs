@@ -1,5 +1,15 @@
 //! Command-line interface: clap definitions and dispatch. `main.rs` only calls [`main`].
 
+/// `print!` for a command's results, through [`write_stdout`]: never a panic on a closed or full stdout.
+macro_rules! out {
+    ($($t:tt)*) => { $crate::cli::write_stdout(format_args!($($t)*)) };
+}
+
+/// `println!` for a command's results, through [`write_stdout`].
+macro_rules! outln {
+    ($($t:tt)*) => { $crate::cli::write_stdout(format_args!("{}\n", format_args!($($t)*))) };
+}
+
 mod commands;
 mod doctor;
 mod exit;
@@ -16,8 +26,8 @@ use clap::{Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(name = "bastionctl", version, about, long_about = None)]
 pub struct Args {
-    /// Config file [default: ~/.config/bastionctl/config.toml].
-    #[arg(short, long, global = true, env = "BASTIONCTL_CONFIG", value_name = "PATH")]
+    /// Config file [default: ~/.config/bastionctl/config.toml]. An empty BASTIONCTL_CONFIG counts as unset.
+    #[arg(short, long, global = true, env = "BASTIONCTL_CONFIG", value_name = "PATH", value_parser = config_path)]
     pub config: Option<PathBuf>,
     /// More log output on stderr (-v info, -vv debug, -vvv trace). RUST_LOG overrides.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
@@ -116,7 +126,11 @@ pub enum Command {
 /// status from sysexits(3) where one fits (see [`exit`]).
 pub fn main() -> ExitCode {
     let args = match Args::try_parse() {
-        Ok(args) => args,
+        // `--config ""` / `BASTIONCTL_CONFIG=`: not given, as an empty variable is for OpenSSH and the AWS CLI.
+        Ok(mut args) => {
+            args.config = args.config.filter(|p| !p.as_os_str().is_empty());
+            args
+        }
         Err(e) => {
             let _ = e.print();
             return ExitCode::from(exit::for_clap(&e));
@@ -146,6 +160,26 @@ pub fn main() -> ExitCode {
     // A pending stdin read (proxy) would block runtime shutdown; nothing else is left to finish.
     runtime.shutdown_background();
     code
+}
+
+/// Writes a command's output to stdout. A reader that went away (`bastionctl status | head -1`) ends the process
+/// quietly with success, as SIGPIPE's default action does for C tools; any other write error (a full disk) is
+/// reported on stderr with exit 74 (EX_IOERR). Never a panic, unlike `println!`.
+pub(crate) fn write_stdout(args: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    if let Err(e) = stdout.write_fmt(args).and_then(|()| stdout.flush()) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("bastionctl: error: cannot write to stdout: {e}");
+        std::process::exit(exit::IOERR.into());
+    }
+}
+
+/// `--config`'s parser: any path, and the empty string (clap's own path parser refuses it), which [`main`] drops.
+fn config_path(s: &str) -> Result<PathBuf, std::convert::Infallible> {
+    Ok(PathBuf::from(s))
 }
 
 /// The clap command, for completions and the man page.

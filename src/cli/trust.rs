@@ -38,7 +38,7 @@ pub async fn run(cfg: &Config, bastion: Option<String>, yes: bool, replace: bool
     }
     match pinned.lookup(&id.to_ascii_lowercase(), key.key_data()) {
         Lookup::Found(e) => {
-            println!("{fp} is already pinned for {id} at {}:{}", pin_file.display(), e.line);
+            outln!("{fp} is already pinned for {id} at {}:{}", pin_file.display(), e.line);
             return Ok(());
         }
         Lookup::Changed(e) if !replace => bail!(
@@ -76,7 +76,7 @@ pub async fn run(cfg: &Config, bastion: Option<String>, yes: bool, replace: bool
     let source = if matches { "bastionctl trust (matches the console output)" } else { "bastionctl trust" };
     let (path, id2, key2) = (pin_file.clone(), id.clone(), key.clone());
     let line = tokio::task::spawn_blocking(move || pins::pin(&path, &id2, &key2, source, replace)).await??;
-    println!("pinned {fp} for {id} (bastion {}) at {}:{line}", b.name(), pin_file.display());
+    outln!("pinned {fp} for {id} (bastion {}) at {}:{line}", b.name(), pin_file.display());
     Ok(())
 }
 

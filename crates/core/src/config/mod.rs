@@ -301,13 +301,29 @@ impl fmt::Display for TargetRule {
     }
 }
 
+/// The largest config file read (1 MiB): a config is a few KiB.
+pub const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
+
 impl Config {
     /// Reads and validates the file at `path`.
     ///
     /// Errors: [`ConfigError::Missing`] when there is no file, [`ConfigError::Read`] when it cannot be read, [`ConfigError::Parse`] / [`ConfigError::Invalid`]
     /// naming file, line and key.
+    /// A file longer than [`MAX_CONFIG_BYTES`] (say `--config /dev/zero`) is refused after reading that much.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|error| match error.kind() {
+        use std::io::Read;
+        let read = || -> std::io::Result<String> {
+            let mut text = String::new();
+            std::fs::File::open(path)?.take(MAX_CONFIG_BYTES + 1).read_to_string(&mut text)?;
+            if text.len() as u64 > MAX_CONFIG_BYTES {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!("longer than {} KiB, which no bastionctl config is; is this the right file?", MAX_CONFIG_BYTES / 1024),
+                ));
+            }
+            Ok(text)
+        };
+        let text = read().map_err(|error| match error.kind() {
             std::io::ErrorKind::NotFound => ConfigError::Missing { path: path.into() },
             _ => ConfigError::Read { path: path.into(), error },
         })?;
@@ -315,8 +331,10 @@ impl Config {
     }
 
     /// Loads `explicit` if given, else the default path (`$XDG_CONFIG_HOME/bastionctl/config.toml`).
+    /// An empty `explicit` (`BASTIONCTL_CONFIG=`) counts as not given, as an empty variable does for OpenSSH and
+    /// the AWS CLI.
     pub fn load_default(explicit: Option<&Path>) -> Result<Config, ConfigError> {
-        if let Some(p) = explicit {
+        if let Some(p) = explicit.filter(|p| !p.as_os_str().is_empty()) {
             return Config::load(p);
         }
         let default = paths::default_config_path();

@@ -399,6 +399,17 @@ fn load_reports_unreadable_files() {
     let err = Config::load(Path::new("/")).unwrap_err();
     assert!(matches!(err, ConfigError::Read { .. }) && std::error::Error::source(&err).is_none(), "{err:?}");
     assert_eq!(err.to_string().matches("os error").count(), 1, "{err}");
+    // A file that never ends is refused after 1 MiB instead of being read forever.
+    let err = Config::load(Path::new("/dev/zero")).unwrap_err();
+    assert!(matches!(err, ConfigError::Read { .. }), "{err:?}");
+    assert!(err.to_string().contains("/dev/zero") && err.to_string().contains("1024 KiB"), "{err}");
+    // An empty path (`BASTIONCTL_CONFIG=`) is not a path: the default location is used instead.
+    match Config::load_default(Some(Path::new(""))) {
+        Err(ConfigError::Missing { path }) | Err(ConfigError::Read { path, .. }) => {
+            assert_ne!(path, Path::new(""), "the empty path was tried")
+        }
+        _ => {}
+    }
 }
 
 #[test]

@@ -3,6 +3,9 @@
 use super::locate::{key_span, line_of};
 use super::{Config, ConfigError, parse_target, valid_instance_id};
 
+/// The longest `lease_ttl` accepted: a lease outlives a daemon that died by up to this much.
+pub const MAX_LEASE_TTL: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
 impl Config {
     /// Validates `self`, parsed from `text` (for line numbers).
     pub(super) fn validate(&self, text: &str) -> Result<(), ConfigError> {
@@ -78,10 +81,12 @@ impl Config {
                     ));
                 }
             }
-            if b.lease_ttl < std::time::Duration::from_secs(1) {
+            if b.lease_ttl < std::time::Duration::from_secs(1) || b.lease_ttl > MAX_LEASE_TTL {
                 return Err(invalid_at(
                     format!("bastion[{i}].lease_ttl"),
-                    "lease_ttl must be at least 1s; the default is \"5m\"".into(),
+                    "lease_ttl must be from 1s to 24h (a dead daemon's lease keeps the bastion up that long); the \
+                     default is \"5m\""
+                        .into(),
                 ));
             }
             if b.lease_refresh.is_some_and(|r| r.is_zero() || r >= b.lease_ttl) {
