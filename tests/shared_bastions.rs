@@ -314,3 +314,28 @@ async fn at_the_fifty_tag_limit_the_user_is_told_and_still_served() {
         ok(&out, "ok\n") && told && logged && kind.as_deref() == Some("tag_limit"),
     );
 }
+
+/// A daemon with no open connection that gets SIGTERM deletes its lease tag before it exits. It used to exit as soon
+/// as the (empty) drain was over, before its bastion actor had deleted the tag, which then kept the bastion up for
+/// everyone else for `lease_ttl` (120 s here, far longer than this test waits).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sigtermed_idle_daemon_deletes_its_lease_before_exiting() {
+    let ttl = Duration::from_secs(120);
+    let mut o = opts(Duration::from_secs(60), Duration::from_secs(90));
+    o.lease_ttl = Some(ttl);
+    let lab = lab(o).await;
+    let mut a = lab.start_daemon().await.expect("A's daemon");
+    let b_user = lab.other_user("b", Duration::from_secs(2), Some(ttl)).expect("user B");
+    let out = finish(&lab, spawn_ssh(&lab, "true"), SSH_DEADLINE).await;
+    assert!(out.status.success(), "ssh: {}{}", String::from_utf8_lossy(&out.stderr), diag(&lab));
+    let holder_a = holder_of(&lab, None).await;
+    let leases = |st: Vec<bastionctl_core::control::BastionStatus>| st[0].leases.iter().map(|l| l.holder.clone()).collect::<Vec<_>>();
+    let before = leases(lab.status_as(&b_user).await.expect("B's status"));
+    assert!(before.contains(&holder_a), "A's lease is on the instance: {before:?}{}", diag(&lab));
+
+    let pid = a.pid().expect("A's pid");
+    kill(Pid::from_raw(pid as i32), Signal::SIGTERM).expect("SIGTERM A");
+    wait_for(&lab, "A to exit", Duration::from_secs(20), || a.exited().is_some()).await;
+    let after = leases(lab.status_as(&b_user).await.expect("B's status"));
+    assert!(!after.contains(&holder_a), "A exited and left its lease on the instance: {after:?}{}", diag(&lab));
+}

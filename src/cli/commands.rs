@@ -88,7 +88,18 @@ async fn run_daemon(cfg: Config) -> anyhow::Result<()> {
         let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
         signals.cancel();
     });
+    let actors = bastions.bastions.clone();
     daemon::serve(cfg, bastions, listener, forwards, shutdown).await;
+    // The actors delete their lease tags on shutdown; exiting before they are done would leave the tags up for
+    // `lease_ttl`, holding the bastion up for everyone else. Each has a bound of its own; this one is a backstop.
+    let ended = async {
+        for b in &actors {
+            b.ended().await;
+        }
+    };
+    if tokio::time::timeout(std::time::Duration::from_secs(10), ended).await.is_err() {
+        tracing::warn!("a bastion's actor did not finish its shutdown within 10 s");
+    }
     // A socket systemd passed is systemd's file: the next connection to it starts the daemon again.
     if origin == daemon::activation::Origin::Bound {
         let _ = std::fs::remove_file(&path);

@@ -150,6 +150,8 @@ pub struct Bastion {
     tx: mpsc::Sender<Cmd>,
     progress: Progress,
     ec2: Arc<dyn Ec2Api>,
+    /// Closed when the actor's task has ended (after its shutdown work: the lease tag deleted).
+    ended: watch::Receiver<()>,
 }
 
 impl Bastion {
@@ -166,8 +168,20 @@ impl Bastion {
         let (tx, rx) = mpsc::channel(256);
         let leases = Arc::new(Leases::new(ec2.clone(), spec.lease.clone(), spec.name.clone()));
         let actor = actor::Actor::new(spec.clone(), ec2.clone(), dialer, progress.clone(), leases.clone(), rx, shutdown);
-        tokio::spawn(actor.run());
-        Bastion { spec, leases, tx, progress, ec2 }
+        let (ended_tx, ended) = watch::channel(());
+        tokio::spawn(async move {
+            actor.run().await;
+            drop(ended_tx);
+        });
+        Bastion { spec, leases, tx, progress, ec2, ended }
+    }
+
+    /// Waits until the actor has ended, shutdown work included (once `shutdown` is cancelled it deletes this
+    /// daemon's lease tag, bounded by a few seconds). The daemon awaits this before it exits, so that a daemon with
+    /// no open connection does not leave its lease behind for `lease_ttl`.
+    pub async fn ended(&self) {
+        let mut ended = self.ended.clone();
+        while ended.changed().await.is_ok() {}
     }
 
     /// The bastion's configuration.
