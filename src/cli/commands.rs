@@ -24,17 +24,14 @@ pub(super) async fn run(args: Args) -> anyhow::Result<()> {
             // Generated into memory: clap_complete panics on a write error, e.g. `completions bash | head`.
             let mut script = Vec::new();
             clap_complete::generate(*shell, &mut super::command(), "bastionctl", &mut script);
-            return match std::io::Write::write_all(&mut std::io::stdout(), &script) {
-                Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e).context("cannot write the completions"),
-                _ => Ok(()),
-            };
+            super::write_stdout(&script);
+            return Ok(());
         }
         Command::Man => {
-            // Like the completions: a reader that stops early (`bastionctl man | head`) is not an error.
-            return match clap_mangen::Man::new(super::command()).render(&mut std::io::stdout()) {
-                Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e).context("cannot write the man page"),
-                _ => Ok(()),
-            };
+            let mut page = Vec::new();
+            clap_mangen::Man::new(super::command()).render(&mut page).context("cannot render the man page")?;
+            super::write_stdout(&page);
+            return Ok(());
         }
         _ => {}
     }

@@ -2,12 +2,12 @@
 
 /// `print!` for a command's results, through [`write_stdout`]: never a panic on a closed or full stdout.
 macro_rules! out {
-    ($($t:tt)*) => { $crate::cli::write_stdout(format_args!($($t)*)) };
+    ($($t:tt)*) => { $crate::cli::write_stdout(format!($($t)*).as_bytes()) };
 }
 
 /// `println!` for a command's results, through [`write_stdout`].
 macro_rules! outln {
-    ($($t:tt)*) => { $crate::cli::write_stdout(format_args!("{}\n", format_args!($($t)*))) };
+    ($($t:tt)*) => { $crate::cli::write_stdout(format!("{}\n", format_args!($($t)*)).as_bytes()) };
 }
 
 mod commands;
@@ -162,13 +162,13 @@ pub fn main() -> ExitCode {
     code
 }
 
-/// Writes a command's output to stdout. A reader that went away (`bastionctl status | head -1`) ends the process
-/// quietly with success, as SIGPIPE's default action does for C tools; any other write error (a full disk) is
-/// reported on stderr with exit 74 (EX_IOERR). Never a panic, unlike `println!`.
-pub(crate) fn write_stdout(args: std::fmt::Arguments<'_>) {
+/// Writes a command's output (text, completions, the man page) to stdout. A reader that went away (`bastionctl
+/// status | head -1`) ends the process quietly with success, as SIGPIPE's default action does for C tools; any other
+/// write error (a full disk) is reported on stderr with exit 74 (EX_IOERR). Never a panic, unlike `println!`.
+pub(crate) fn write_stdout(bytes: &[u8]) {
     use std::io::Write;
     let mut stdout = std::io::stdout().lock();
-    if let Err(e) = stdout.write_fmt(args).and_then(|()| stdout.flush()) {
+    if let Err(e) = stdout.write_all(bytes).and_then(|()| stdout.flush()) {
         if e.kind() == std::io::ErrorKind::BrokenPipe {
             std::process::exit(0);
         }
