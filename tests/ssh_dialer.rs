@@ -13,7 +13,7 @@ use bastionctl::hostkeys::HostKeyError;
 use bastionctl::ssh::{SshDialer, SshError, SshSettings};
 use bastionctl::progress::Progress;
 use bastionctl::tunnel::{Dialer, Session};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::time::Instant;
 
 const INSTANCE: &str = "i-0ssh0dialer0test";
@@ -118,14 +118,18 @@ async fn logs_in_forwards_and_closes() {
 
     // A forwarded stream carries bytes both ways, and EOF after shutdown.
     let echo = echo_server().await;
-    let mut stream = session.open("127.0.0.1", echo.port()).await.expect("channel opens");
-    stream.write_all(b"hello through the bastion").await.expect("write");
-    stream.shutdown().await.expect("send EOF");
-    let mut back = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut back))
-        .await
-        .expect("echo in time")
-        .expect("read");
+    let mut channel = session.open("127.0.0.1", echo.port()).await.expect("channel opens");
+    channel.tx.send(bytes::Bytes::from_static(b"hello through the bastion")).await.expect("write");
+    channel.tx.eof().await.expect("send EOF");
+    let back = tokio::time::timeout(Duration::from_secs(10), async {
+        let mut back = Vec::new();
+        while let Some(chunk) = futures_util::StreamExt::next(&mut channel.rx).await {
+            back.extend_from_slice(&chunk);
+        }
+        back
+    })
+    .await
+    .expect("echo in time");
     assert_eq!(back, b"hello through the bastion");
 
     // A target nothing listens on: refused with sshd's reason.

@@ -6,14 +6,19 @@
 //! that predates framing, or ssh itself holding a socket passed by `proxy --fdpass`): then a broken tunnel closes
 //! the socket in both directions, which ssh reports, and the daemon logs why.
 //!
-//! One buffer per direction, allocated once; reads sized to an SSH packet, so a chunk is one read and one write.
-//! Backpressure comes from the socket (client side) and the channel window (bastion side).
+//! No copy on our side in either direction: a read from the client is handed to russh whole (it slices the SSH
+//! packets out of it), and the chunks received from the bastion go to the client as they are, all that queued up in
+//! one writev. Backpressure comes from the socket (client side) and the channel window (bastion side). The same
+//! splice serves the `[[forward]]` listeners' TCP connections (raw).
 
+use std::io::IoSlice;
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use bytes::{Bytes, BytesMut};
+use futures_util::{FutureExt, StreamExt};
+use tokio::io::BufReader;
 use tokio::net::{UnixListener, UnixStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -26,7 +31,7 @@ use crate::error::Error;
 use crate::escape::escape;
 use crate::lifecycle::{Bastion, Lease};
 use crate::policy::{TargetError, TargetHost};
-use crate::tunnel::BoxStream;
+use crate::tunnel::{Channel, ChannelRx, ChannelTx};
 
 /// How long open channels may drain after shutdown is requested before the daemon exits anyway.
 pub const DRAIN_GRACE: Duration = Duration::from_secs(30);
@@ -237,7 +242,8 @@ async fn connect(
         Error::Aborted(format!("client went away before the tunnel started: {e}"))
     })?;
     // On daemon shutdown the splice keeps going: the daemon's drain grace period bounds it (the task is dropped).
-    splice(io, channel, &lease, &target, framed).await;
+    let early = Bytes::copy_from_slice(io.buffer());
+    splice(io.get_ref(), early, channel, &lease, &target, framed).await;
     drop(lease);
     Ok(())
 }
@@ -292,16 +298,75 @@ async fn start(shared: &Shared, io: &mut BufReader<UnixStream>, name: Option<&st
     Ok(())
 }
 
-/// Bytes read from the client per chunk: an SSH packet's worth (OpenSSH's channel maximum packet is 32 KiB), which
-/// the channel sends as one data message.
-pub const UPLOAD_CHUNK: usize = 32 * 1024;
+/// Read size for the client-to-target direction. One read takes what the client has written so far (up to this), and
+/// russh slices it into SSH packets without copying it.
+pub const UPLOAD_CHUNK: usize = 256 * 1024;
 
-/// Bytes read from the channel per chunk (one read returns at most one received SSH packet).
-pub const DOWNLOAD_CHUNK: usize = 64 * 1024;
+/// A read is made only with at least this much room left in the upload buffer.
+const UPLOAD_MIN_READ: usize = 16 * 1024;
 
-/// Splices until both directions are done (or one failed) and logs how the channel ended.
-async fn splice(io: &mut BufReader<UnixStream>, channel: BoxStream, lease: &Lease, target: &str, framed: bool) {
-    let (down_res, up_res) = copy_both(io, channel, lease, target, framed).await;
+/// At most this many received chunks (SSH packets) go to the client in one write: bytes, and chunks (each a frame
+/// head and its data in the framed mode, within the kernel's limit of 1024 pieces per writev).
+const DOWNLOAD_BATCH: usize = 256 * 1024;
+const DOWNLOAD_BATCH_CHUNKS: usize = 64;
+
+/// A channel's client: the control connection's Unix socket, or a `[[forward]]` listener's TCP connection. Both
+/// directions work on a shared reference, by readiness and non-blocking calls, so the splice needs no split and no
+/// buffer while the client is idle.
+pub(crate) trait ClientSocket: AsRawFd + Sync {
+    /// Waits until a read would not block.
+    fn readable(&self) -> impl Future<Output = std::io::Result<()>> + Send;
+    /// Reads what is there into `buf`'s spare capacity (`WouldBlock` when nothing is).
+    fn try_read_buf(&self, buf: &mut BytesMut) -> std::io::Result<usize>;
+    /// Waits until a write would not block.
+    fn writable(&self) -> impl Future<Output = std::io::Result<()>> + Send;
+    /// Writes what fits of `bufs` (`WouldBlock` when nothing does).
+    fn try_write_vectored(&self, bufs: &[IoSlice<'_>]) -> std::io::Result<usize>;
+    /// The tunnel broke: make the client see an error rather than a clean end (nothing in a raw stream can say why).
+    fn broke(&self);
+}
+
+macro_rules! client_socket {
+    ($ty:ty, $broke:expr) => {
+        impl ClientSocket for $ty {
+            fn readable(&self) -> impl Future<Output = std::io::Result<()>> + Send {
+                <$ty>::readable(self)
+            }
+            fn try_read_buf(&self, buf: &mut BytesMut) -> std::io::Result<usize> {
+                <$ty>::try_read_buf(self, buf)
+            }
+            fn writable(&self) -> impl Future<Output = std::io::Result<()>> + Send {
+                <$ty>::writable(self)
+            }
+            fn try_write_vectored(&self, bufs: &[IoSlice<'_>]) -> std::io::Result<usize> {
+                <$ty>::try_write_vectored(self, bufs)
+            }
+            fn broke(&self) {
+                let broke: fn(&$ty) = $broke;
+                broke(self)
+            }
+        }
+    };
+}
+
+// A Unix client (the proxy, or ssh holding a passed socket) sees both directions end at once.
+client_socket!(UnixStream, |s| {
+    let _ = nix::sys::socket::shutdown(s.as_raw_fd(), nix::sys::socket::Shutdown::Both);
+});
+// A TCP client (a `[[forward]]`) gets a reset when the socket is closed, as from a server that went away.
+client_socket!(tokio::net::TcpStream, |s| drop(s.set_zero_linger()));
+
+/// Splices `sock` to `channel` until both directions are done (or one failed) and logs how the channel ended.
+/// `early` is what the daemon had already read from the client past its request.
+pub(crate) async fn splice<S: ClientSocket>(
+    sock: &S,
+    early: Bytes,
+    channel: Channel,
+    lease: &Lease,
+    target: &str,
+    framed: bool,
+) {
+    let (down_res, up_res) = copy_both(sock, early, channel, lease, target, framed).await;
     let up_bytes = match up_res {
         Some(Ok(n)) => n.to_string(),
         Some(Err(e)) => format!("failed ({e})"),
@@ -312,8 +377,7 @@ async fn splice(io: &mut BufReader<UnixStream>, channel: BoxStream, lease: &Leas
         Ok((down, Err(e))) => {
             warn!(%target, up = %up_bytes, down, framed, "tunnel broke: {}", e.message);
             if !framed {
-                // Nothing in a raw stream can say why: close it both ways so the client's ssh sees the end now.
-                let _ = nix::sys::socket::shutdown(io.get_ref().as_raw_fd(), nix::sys::socket::Shutdown::Both);
+                sock.broke();
             }
         }
         Err(Gone(e)) => info!(%target, up = %up_bytes, "client went away: {e}"),
@@ -324,51 +388,31 @@ async fn splice(io: &mut BufReader<UnixStream>, channel: BoxStream, lease: &Leas
 type DownResult = Result<(u64, Result<(), ErrorReply>), Gone>;
 
 /// Both copy directions; returns the download's result and the upload's (`None`: cut after a failed download).
-async fn copy_both(
-    io: &mut BufReader<UnixStream>,
-    channel: BoxStream,
+async fn copy_both<S: ClientSocket>(
+    sock: &S,
+    early: Bytes,
+    channel: Channel,
     lease: &Lease,
     target: &str,
     framed: bool,
 ) -> (DownResult, Option<std::io::Result<u64>>) {
-    let buffered = io.buffer().to_vec();
-    io.consume(buffered.len());
-    let (sock_rd, mut sock_wr) = io.get_mut().split();
-    let (mut ch_rd, mut ch_wr) = tokio::io::split(channel);
+    let Channel { mut rx, mut tx } = channel;
     let up = async {
-        let res = copy_up(&buffered, sock_rd, &mut ch_wr).await;
+        let res = copy_up(sock, early, tx.as_mut()).await;
         // EOF (or a broken client socket) from the client becomes EOF to the target.
-        let _ = ch_wr.shutdown().await;
+        let _ = tx.eof().await;
         res
     };
     let down = async {
-        let head = if framed { 5 } else { 0 };
-        // Capacity, not zeroed memory: an idle channel's buffer stays untouched (not resident) until data arrives.
-        let mut buf: Vec<u8> = Vec::with_capacity(head + DOWNLOAD_CHUNK);
-        let mut total: u64 = 0;
-        let end: Result<(), ErrorReply> = loop {
-            buf.clear();
-            buf.extend_from_slice(&[0u8; 5][..head]);
-            match ch_rd.read_buf(&mut buf).await {
-                Ok(0) if lease.session_closed() => break Err(broken(lease, target, "its SSH session ended")),
-                Ok(0) => break Ok(()),
-                Ok(n) => {
-                    if framed {
-                        buf[..5].copy_from_slice(&control::data_frame_head(n));
-                    }
-                    sock_wr.write_all(&buf).await.map_err(Gone)?;
-                    total += n as u64;
-                }
-                Err(e) => break Err(broken(lease, target, &format!("reading the channel failed: {e}"))),
-            }
-        };
+        let total = copy_down(sock, &mut rx, framed).await?;
+        let end = if lease.session_closed() { Err(broken(lease, target, "its SSH session ended")) } else { Ok(()) };
         match (&end, framed) {
-            (Ok(()), true) => sock_wr.write_all(&[control::FRAME_END]).await.map_err(Gone)?,
-            (Err(e), true) => sock_wr.write_all(&control::error_frame(e)).await.map_err(Gone)?,
-            // Raw: EOF after a clean end; after a break the socket is shut both ways below.
+            (Ok(()), true) => write_all(sock, &mut [IoSlice::new(&[control::FRAME_END])]).await.map_err(Gone)?,
+            (Err(e), true) => write_all(sock, &mut [IoSlice::new(&control::error_frame(e))]).await.map_err(Gone)?,
+            // Raw: EOF after a clean end; after a break the caller makes the client see it.
             (_, false) => {}
         }
-        let _ = sock_wr.shutdown().await;
+        let _ = nix::sys::socket::shutdown(sock.as_raw_fd(), nix::sys::socket::Shutdown::Write);
         Ok::<_, Gone>((total, end))
     };
     tokio::pin!(up, down);
@@ -383,26 +427,77 @@ async fn copy_both(
 }
 
 /// Client to channel: first what the daemon had already read past the request line, then the socket until EOF.
-/// One chunk buffer with an SSH packet's capacity, filled through `read_buf`: never zeroed, so an idle channel's
-/// buffer stays untouched (not resident).
-async fn copy_up<R, W>(buffered: &[u8], mut from: R, to: &mut W) -> std::io::Result<u64>
-where
-    R: tokio::io::AsyncRead + Unpin,
-    W: tokio::io::AsyncWrite + Unpin,
-{
-    to.write_all(buffered).await?;
-    let mut total = buffered.len() as u64;
-    let mut buf: Vec<u8> = Vec::with_capacity(UPLOAD_CHUNK);
+/// A buffer is taken only once the client has sent something (an idle channel holds none); each read is frozen
+/// and handed to the channel whole, and the buffer's space comes back once the session has sent it.
+async fn copy_up<S: ClientSocket>(sock: &S, early: Bytes, tx: &mut dyn ChannelTx) -> std::io::Result<u64> {
+    let mut total = early.len() as u64;
+    if !early.is_empty() {
+        tx.send(early).await?;
+    }
+    let mut buf = BytesMut::new();
     loop {
-        buf.clear();
-        match from.read_buf(&mut buf).await? {
-            0 => return Ok(total),
-            n => {
-                to.write_all(&buf).await?;
+        sock.readable().await?;
+        if buf.capacity() < UPLOAD_MIN_READ {
+            buf.reserve(UPLOAD_CHUNK);
+        }
+        match sock.try_read_buf(&mut buf) {
+            Ok(0) => return Ok(total),
+            Ok(n) => {
                 total += n as u64;
+                tx.send(buf.split().freeze()).await?;
             }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e),
         }
     }
+}
+
+/// Channel to client until the channel ends: each write takes every chunk already received (up to
+/// [`DOWNLOAD_BATCH`]), with a frame head before each in the framed mode. Returns the tunnel bytes written.
+async fn copy_down<S: ClientSocket>(sock: &S, rx: &mut ChannelRx, framed: bool) -> Result<u64, Gone> {
+    let mut total: u64 = 0;
+    let mut chunks: Vec<Bytes> = Vec::new();
+    while let Some(first) = rx.next().await {
+        let mut len = first.len();
+        chunks.push(first);
+        while len < DOWNLOAD_BATCH && chunks.len() < DOWNLOAD_BATCH_CHUNKS {
+            match rx.next().now_or_never() {
+                Some(Some(more)) => {
+                    len += more.len();
+                    chunks.push(more);
+                }
+                _ => break,
+            }
+        }
+        chunks.retain(|c| !c.is_empty());
+        let heads: Vec<[u8; 5]> =
+            if framed { chunks.iter().map(|c| control::data_frame_head(c.len())).collect() } else { Vec::new() };
+        let mut slices: Vec<IoSlice<'_>> = Vec::with_capacity(chunks.len() * 2);
+        for (i, c) in chunks.iter().enumerate() {
+            if let Some(head) = heads.get(i) {
+                slices.push(IoSlice::new(head));
+            }
+            slices.push(IoSlice::new(c));
+        }
+        write_all(sock, &mut slices).await.map_err(Gone)?;
+        total += len as u64;
+        chunks.clear();
+    }
+    Ok(total)
+}
+
+/// Writes every byte of `bufs` to the client.
+async fn write_all<S: ClientSocket>(sock: &S, mut bufs: &mut [IoSlice<'_>]) -> std::io::Result<()> {
+    IoSlice::advance_slices(&mut bufs, 0);
+    while !bufs.is_empty() {
+        match sock.try_write_vectored(bufs) {
+            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(n) => IoSlice::advance_slices(&mut bufs, n),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => sock.writable().await?,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 /// The client's socket failed while the daemon was writing to it.
@@ -415,3 +510,6 @@ fn broken(lease: &Lease, target: &str, why: &str) -> ErrorReply {
         hint: Some("run ssh again: bastionctl opens a new session to the bastion (the daemon log says more)".into()),
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -58,7 +58,7 @@ pub(super) async fn serve(shared: Arc<Shared>, bound: Bound, tracker: TaskTracke
     }
 }
 
-async fn one(shared: Arc<Shared>, mut tcp: TcpStream, host: String, port: u16) {
+async fn one(shared: Arc<Shared>, tcp: TcpStream, host: String, port: u16) {
     let _ = tcp.set_nodelay(true);
     let opened = async {
         let target = crate::policy::TargetHost::parse(&host).map_err(|e| crate::control::ErrorReply {
@@ -71,7 +71,7 @@ async fn one(shared: Arc<Shared>, mut tcp: TcpStream, host: String, port: u16) {
         let channel = lease.open(&route.host.to_string(), port).await.map_err(crate::error::Error::from)?;
         Ok::<_, crate::control::ErrorReply>((lease, channel, route.host))
     };
-    let (lease, mut channel, host) = match opened.await {
+    let (lease, channel, host) = match opened.await {
         Ok(o) => o,
         Err(e) => {
             warn!("refused or failed: {}", e.message);
@@ -79,13 +79,8 @@ async fn one(shared: Arc<Shared>, mut tcp: TcpStream, host: String, port: u16) {
             return;
         }
     };
-    info!(target = %format!("{host}:{port}"), "channel open");
-    match tokio::io::copy_bidirectional(&mut tcp, &mut channel).await {
-        Ok((up, down)) => info!(up, down, "channel closed"),
-        Err(e) => {
-            warn!("tunnel broke: {e}");
-            let _ = tcp.set_zero_linger();
-        }
-    }
+    let target = format!("{host}:{port}");
+    info!(%target, "channel open");
+    super::conn::splice(&tcp, bytes::Bytes::new(), channel, &lease, &target, false).await;
     drop(lease);
 }

@@ -106,7 +106,7 @@ impl Lease {
 
     /// Opens a direct-tcpip channel to `host:port` (as the bastion sees it) on the shared session: the one step of
     /// a connection that needs SSH once the bastion is ready.
-    pub async fn open(&self, host: &str, port: u16) -> Result<crate::tunnel::BoxStream, crate::ssh::SshError> {
+    pub async fn open(&self, host: &str, port: u16) -> Result<crate::tunnel::Channel, crate::ssh::SshError> {
         self.ready.session.open(host, port).await
     }
 

@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use super::*;
 use crate::ec2::{Ec2Error, InstanceInfo, InstanceState};
 use crate::ssh::SshError;
-use crate::tunnel::{BoxStream, Session};
+use crate::tunnel::{Channel, Session};
 
 const IDLE: Duration = Duration::from_secs(60);
 const TTL: Duration = Duration::from_secs(300);
@@ -172,8 +172,8 @@ struct FakeSession {
 
 #[async_trait::async_trait]
 impl Session for FakeSession {
-    async fn open(&self, _host: &str, _port: u16) -> Result<BoxStream, SshError> {
-        Ok(Box::new(tokio::io::duplex(64).0))
+    async fn open(&self, _host: &str, _port: u16) -> Result<Channel, SshError> {
+        Ok(crate::tunnel::tests::echo_channel())
     }
     fn is_closed(&self) -> bool {
         self.closed.load(Ordering::SeqCst)

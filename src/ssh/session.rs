@@ -17,7 +17,7 @@ use tokio::time::Instant;
 
 use super::SshError;
 use crate::hostkeys::check::HostKeyCheck;
-use crate::tunnel::{BoxStream, Session};
+use crate::tunnel::{Channel, ChannelRx, ChannelTx, Session};
 
 /// Default limit for the bastion to confirm or refuse a channel (`channel_open_timeout`). sshd confirms only once
 /// its own TCP connect to the target has succeeded, so this also bounds a target that does not answer.
@@ -203,7 +203,7 @@ impl std::fmt::Debug for RusshSession {
 
 #[async_trait::async_trait]
 impl Session for RusshSession {
-    async fn open(&self, host: &str, port: u16) -> Result<BoxStream, SshError> {
+    async fn open(&self, host: &str, port: u16) -> Result<Channel, SshError> {
         if self.is_closed() {
             return Err(self.gone());
         }
@@ -234,7 +234,8 @@ impl Session for RusshSession {
             Ok(Err(e)) => return Err(e.into()),
         };
         tracing::debug!(%host, port, channel = %channel.id(), "direct-tcpip channel open");
-        Ok(Box::new(channel.into_stream()))
+        let (read, write) = channel.split();
+        Ok(Channel { rx: received(read), tx: Box::new(RusshTx(Some(write))) })
     }
 
     fn is_closed(&self) -> bool {
@@ -260,6 +261,61 @@ impl Session for RusshSession {
                 Err(_) => tracing::debug!(%addr, "disconnect did not go through in {CLOSE_TIMEOUT:?}"),
             }
         });
+    }
+}
+
+// ---- a channel's two halves ----
+
+/// The data the target sent, as russh delivered it (one chunk per SSH packet); ends at EOF, close, or with the
+/// session. Other channel messages (window adjusts, requests) are skipped.
+fn received(read: russh::ChannelReadHalf) -> ChannelRx {
+    let chunks = futures_util::stream::unfold(read, |mut read| async move {
+        loop {
+            match read.wait().await? {
+                russh::ChannelMsg::Data { data } => return Some((data, read)),
+                russh::ChannelMsg::Eof | russh::ChannelMsg::Close => return None,
+                _ => {}
+            }
+        }
+    });
+    // Fused: polling it again after its end gives the end again.
+    Box::pin(futures_util::StreamExt::fuse(chunks))
+}
+
+/// Sends owned chunks to the target with russh's `data_bytes`: sliced into packets as the window allows, with no
+/// copy on our side. Dropping it closes the channel (as russh's own stream does).
+struct RusshTx(Option<russh::ChannelWriteHalf<client::Msg>>);
+
+impl RusshTx {
+    fn half(&self) -> std::io::Result<&russh::ChannelWriteHalf<client::Msg>> {
+        self.0.as_ref().ok_or_else(|| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "channel closed"))
+    }
+}
+
+fn channel_gone(e: russh::Error) -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::BrokenPipe, format!("channel closed: {e}"))
+}
+
+#[async_trait::async_trait]
+impl ChannelTx for RusshTx {
+    async fn send(&mut self, data: bytes::Bytes) -> std::io::Result<()> {
+        self.half()?.data_bytes(data).await.map_err(channel_gone)
+    }
+
+    async fn eof(&mut self) -> std::io::Result<()> {
+        self.half()?.eof().await.map_err(channel_gone)
+    }
+}
+
+impl Drop for RusshTx {
+    fn drop(&mut self) {
+        let Some(half) = self.0.take() else { return };
+        // The close goes out through the session task; without a runtime the session is gone with it anyway.
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move {
+                let _ = half.close().await;
+            });
+        }
     }
 }
 
