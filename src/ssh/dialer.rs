@@ -1,6 +1,7 @@
 //! [`SshDialer`]: from "the bastion has an address" to an authenticated [`RusshSession`], in the order of
-//! [`Dialer::dial`]: wait until sshd answers with an `SSH-2.0-` version line ([`wait_for_banner`]), connect and run
-//! the SSH handshake (the host key check is [`crate::hostkeys::check`]), then log in ([`super::auth`]).
+//! [`Dialer::dial`]: wait until sshd answers with an `SSH-2.0-` version line ([`wait_for_banner`]), run the SSH
+//! handshake on that same connection (the host key check is [`crate::hostkeys::check`]), then log in
+//! ([`super::auth`]).
 //!
 //! A freshly started instance refuses or drops connections for a while, and something other than sshd may answer
 //! first; only a real `SSH-2.0-` line counts as ready.
@@ -111,24 +112,24 @@ impl SshDialer {
         &self.settings
     }
 
-    /// Connects and verifies the host key, after sshd has answered.
+    /// Runs the SSH handshake on the connection that brought sshd's banner and verifies the host key.
     async fn handshake(
         &self,
-        addr: SocketAddr,
+        banner: Banner,
         instance_id: &str,
         deadline: Instant,
         events: Arc<SessionEvents>,
     ) -> Result<russh::client::Handle<ClientHandler>, SshError> {
+        let addr = banner.addr;
         let start = Instant::now();
         let until = deadline.min(start + HANDSHAKE_TIMEOUT);
         let timeout = |what: String| SshError::Timeout { what, after: until.saturating_duration_since(start) };
-        let tcp = timeout_at(until, TcpStream::connect(addr))
-            .await
-            .map_err(|_| timeout(format!("a TCP connection to {addr}")))?
-            .map_err(|source| SshError::Connect { addr, source })?;
-        if let Err(e) = tcp.set_nodelay(self.config.nodelay) {
+        if let Err(e) = banner.stream.set_nodelay(self.config.nodelay) {
             tracing::debug!("set_nodelay: {e}");
         }
+        // russh reads sshd's version line itself: what the probe read is replayed before the rest of the stream.
+        let (rd, wr) = banner.stream.into_split();
+        let tcp = tokio::io::join(std::io::Cursor::new(banner.read).chain(rd), wr);
         let hostkey = HostKeyCheck {
             known_hosts: self.settings.known_hosts.clone(),
             instance_id: instance_id.to_string(),
@@ -168,16 +169,30 @@ fn with_certificates(mut config: russh::client::Config) -> russh::client::Config
     config
 }
 
+/// sshd's answer: its version line, on a connection kept open for the handshake (a second connection would cost
+/// sshd another fork and the bastion another round trip).
+#[derive(Debug)]
+pub struct Banner {
+    /// The version line without its line ending, e.g. `SSH-2.0-OpenSSH_9.2p1 Debian-2+deb12u3`.
+    pub line: String,
+    /// Where sshd answered.
+    pub addr: SocketAddr,
+    stream: TcpStream,
+    /// Everything read from `stream` so far (the version line and whatever came with it).
+    read: Vec<u8>,
+}
+
 /// Waits until sshd at `addr` sends its version line, giving up at `deadline` with [`SshError::Timeout`].
-/// Returns the version line without its line ending, e.g. `SSH-2.0-OpenSSH_9.2p1 Debian-2+deb12u3`.
 /// Lines starting with `SSH-1.99-` (a server that also speaks 2.0) count as ready too.
-pub async fn wait_for_banner(addr: SocketAddr, deadline: Instant) -> Result<String, SshError> {
+pub async fn wait_for_banner(addr: SocketAddr, deadline: Instant) -> Result<Banner, SshError> {
     let start = Instant::now();
     loop {
         let probe_deadline = deadline.min(Instant::now() + BANNER_PROBE_TIMEOUT);
         let last = match timeout_at(probe_deadline, probe(addr)).await {
-            Ok(Ok(line)) if is_ssh2(&line) => return Ok(line),
-            Ok(Ok(line)) => format!("not an SSH-2.0 server: {:?}", line.chars().take(60).collect::<String>()),
+            Ok(Ok(banner)) if is_ssh2(&banner.line) => return Ok(banner),
+            Ok(Ok(banner)) => {
+                format!("not an SSH-2.0 server: {:?}", banner.line.chars().take(60).collect::<String>())
+            }
             Ok(Err(e)) => e.to_string(),
             Err(_) => "no answer".to_string(),
         };
@@ -198,7 +213,7 @@ fn is_ssh2(line: &str) -> bool {
 }
 
 /// Connects once and reads the first line (up to `\n`, EOF or [`MAX_BANNER_LINE`] bytes).
-async fn probe(addr: SocketAddr) -> std::io::Result<String> {
+async fn probe(addr: SocketAddr) -> std::io::Result<Banner> {
     let mut stream = TcpStream::connect(addr).await?;
     let mut buf = Vec::with_capacity(64);
     let mut byte = [0u8; 64];
@@ -216,8 +231,8 @@ async fn probe(addr: SocketAddr) -> std::io::Result<String> {
         }
     }
     let end = buf.iter().position(|&b| b == b'\n').unwrap_or(buf.len()).min(MAX_BANNER_LINE);
-    let line = String::from_utf8_lossy(&buf[..end]);
-    Ok(line.trim_end_matches('\r').to_string())
+    let line = String::from_utf8_lossy(&buf[..end]).trim_end_matches('\r').to_string();
+    Ok(Banner { line, addr, stream, read: buf })
 }
 
 #[async_trait::async_trait]
@@ -230,10 +245,10 @@ impl Dialer for SshDialer {
         progress: &Progress,
     ) -> Result<Arc<dyn Session>, SshError> {
         progress.say(format!("waiting for sshd at {addr}"));
-        let version = wait_for_banner(addr, deadline).await?;
-        tracing::debug!(%addr, "sshd answered: {version}");
+        let banner = wait_for_banner(addr, deadline).await?;
+        tracing::debug!(%addr, "sshd answered: {}", banner.line);
         let events = Arc::new(SessionEvents::default());
-        let mut handle = self.handshake(addr, instance_id, deadline, events.clone()).await?;
+        let mut handle = self.handshake(banner, instance_id, deadline, events.clone()).await?;
         tracing::debug!(%addr, user = %self.settings.user, "host key verified; logging in");
         auth::authenticate(&mut handle, &self.settings, addr, deadline).await?;
         tracing::info!(%addr, %instance_id, user = %self.settings.user, "SSH session to the bastion is up");
@@ -299,8 +314,9 @@ mod tests {
     #[tokio::test]
     async fn ready_when_sshd_answers() {
         let addr = serve(b"SSH-2.0-OpenSSH_9.2p1 Debian\r\n").await;
-        let line = wait_for_banner(addr, Instant::now() + Duration::from_secs(5)).await.expect("ready");
-        assert_eq!(line, "SSH-2.0-OpenSSH_9.2p1 Debian");
+        let banner = wait_for_banner(addr, Instant::now() + Duration::from_secs(5)).await.expect("ready");
+        assert_eq!(banner.line, "SSH-2.0-OpenSSH_9.2p1 Debian");
+        assert_eq!(banner.read, b"SSH-2.0-OpenSSH_9.2p1 Debian\r\n", "kept for the handshake to read again");
     }
 
     #[tokio::test]
@@ -317,8 +333,8 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(100)).await;
         });
         let start = std::time::Instant::now();
-        let line = wait_for_banner(addr, Instant::now() + Duration::from_secs(10)).await.expect("ready");
-        assert_eq!(line, "SSH-2.0-late");
+        let banner = wait_for_banner(addr, Instant::now() + Duration::from_secs(10)).await.expect("ready");
+        assert_eq!(banner.line, "SSH-2.0-late");
         assert!(start.elapsed() >= Duration::from_millis(500));
     }
 
