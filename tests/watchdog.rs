@@ -120,16 +120,16 @@ fn the_decision_counts_only_sshds_outbound_connections() {
     assert_eq!((code, off, state.as_str()), (0, false, "5000"));
     // Only SSH sessions and other programs' connections: idle since 5000 s; 19 "minutes" later not yet, 20 later yes.
     let quiet = format!("{session}\n{other}");
-    assert_eq!(decide(d, Some(listen), &quiet, 5000 + 19).1, false);
+    assert!(!decide(d, Some(listen), &quiet, 5000 + 19).1);
     let (code, off, _, text) = decide(d, Some(listen), &quiet, 5000 + 20);
     assert!(code == 0 && off && text.contains("powering off"), "{code} {off} {text}");
     // OpenSSH 9.8+ names the session process sshd-session.
-    assert_eq!(decide(d, Some(listen), &format!("{quiet}\n{newer}"), 9000).1, false);
+    assert!(!decide(d, Some(listen), &format!("{quiet}\n{newer}"), 9000).1);
     // A state file from an earlier boot (uptime went backwards) is ignored; the boot grace holds first.
     std::fs::write(d.join("state/last"), "99999").unwrap();
-    assert_eq!(decide(d, Some(listen), "", 9).1, false, "inside the boot grace");
+    assert!(!decide(d, Some(listen), "", 9).1, "inside the boot grace");
     std::fs::write(d.join("state/last"), "99999").unwrap();
-    assert_eq!(decide(d, Some(listen), "", 25).1, true, "idle since boot, past grace and idle");
+    assert!(decide(d, Some(listen), "", 25).1, "idle since boot, past grace and idle");
     // Cannot tell: never powers off.
     let (code, off, _, text) = decide(d, None, "", 99999);
     assert!(code == 2 && !off && text.contains("not powering off"), "{code} {off} {text}");

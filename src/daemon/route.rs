@@ -232,10 +232,10 @@ impl NameCache {
     /// Errors: [`Error::NameAmbiguous`] for several (sorted by id), [`Error::Ec2`] when DescribeInstances fails.
     async fn lookup(&self, ec2: &dyn Ec2Api, vpc_id: &str, name: &str) -> Result<Option<NamedInstance>, Arc<Error>> {
         let now = Instant::now();
-        if let Some((at, answer)) = self.answers.lock().expect("not poisoned").get(name) {
-            if now.duration_since(*at) < self.ttl {
-                return Ok(answer.clone());
-            }
+        if let Some((at, answer)) = self.answers.lock().expect("not poisoned").get(name)
+            && now.duration_since(*at) < self.ttl
+        {
+            return Ok(answer.clone());
         }
         let mut found = ec2.private_ips_by_name(vpc_id, name).await.map_err(|e| Arc::new(Error::Ec2(e)))?;
         if found.len() > 1 {

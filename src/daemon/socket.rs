@@ -125,7 +125,7 @@ mod tests {
         let dir_mode = std::fs::metadata(sock.parent().unwrap()).unwrap().mode() & 0o777;
         let sock_mode = std::fs::metadata(&sock).unwrap().mode() & 0o777;
         assert_eq!((dir_mode, sock_mode), (0o700, 0o600));
-        let second = bind(&sock).err().expect("a second daemon is refused");
+        let second = bind(&sock).expect_err("a second daemon is refused");
         assert!(matches!(second, SocketError::AlreadyRunning { .. }), "{second}");
         let msg = second.to_string();
         assert!(msg.contains("bastionctl status") && msg.contains("systemctl --user stop bastionctl"), "{msg}");

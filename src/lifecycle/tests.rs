@@ -366,7 +366,7 @@ async fn terminated_instance_is_a_clear_error() {
 async fn down_refuses_with_open_channels_unless_forced() {
     let w = stopped_world();
     let lease = w.bastion.acquire().await.unwrap();
-    let err = w.bastion.down(false).await.err().expect("refused");
+    let err = w.bastion.down(false).await.expect_err("refused");
     assert!(matches!(&*err, Error::ChannelsOpen { count: 1, .. }), "{err}");
     assert_eq!(w.ec2.stops.load(Ordering::SeqCst), 0);
     w.bastion.down(true).await.expect("forced");

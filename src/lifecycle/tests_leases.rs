@@ -107,7 +107,7 @@ async fn down_refuses_under_another_lease_unless_forced() {
     let w = stopped_world();
     drop(w.bastion.acquire().await.unwrap());
     w.other_lease(TTL);
-    let err = w.bastion.down(false).await.err().expect("refused");
+    let err = w.bastion.down(false).await.expect_err("refused");
     assert!(matches!(&*err, Error::InUse { holders, .. } if holders == &["bob@pc:abcdef".to_string()]), "{err}");
     assert!(err.hint().unwrap().contains("--force"));
     assert_eq!(w.stops(), 0);

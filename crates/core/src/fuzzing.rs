@@ -11,8 +11,11 @@ use crate::console;
 use crate::control::{self, Frame, Reply, Request};
 use crate::known_hosts::{KnownHosts, Lookup, known_hosts_line};
 
+/// A fuzz target: its name and its body.
+pub type Target = (&'static str, fn(&[u8]));
+
 /// The fuzz targets, by name: the folder names under `crates/core/fuzz/regressions/`.
-pub const TARGETS: [(&str, fn(&[u8])); 4] = [
+pub const TARGETS: [Target; 4] = [
     ("control_read_line", control_read_line),
     ("config_from_str", config_from_str),
     ("known_hosts_parse", known_hosts_parse),
