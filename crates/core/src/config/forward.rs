@@ -62,6 +62,8 @@ pub(super) fn validate(cfg: &Config) -> Result<(), (String, std::ops::Range<usiz
         if f.name.trim().is_empty() {
             return Err((format!("forward[{i}].name"), f.listen.span(), "name is empty: write a short name such as \"db\"".into()));
         }
+        super::validate::printable(&f.name, "write a short name such as \"db\"")
+            .map_err(|msg| (format!("forward[{i}].name"), f.listen.span(), msg))?;
         if let Some(first) = names.insert(f.name.as_str(), i) {
             let msg = format!("forward[{i}] has the same name `{}` as forward[{first}]: give each its own", f.name);
             return Err((format!("forward[{i}].name"), f.listen.span(), msg));
