@@ -521,3 +521,12 @@ fn endpoint_url_with_a_control_character_is_rejected() {
         assert!(msg.contains("contains a control or invisible character"), "{url}: {msg}");
     }
 }
+
+#[test]
+fn an_unknown_key_with_control_characters_is_shown_escaped() {
+    let msg = parse_error("[[bastion]]\ninstance_id = \"i-0123456789abcdef0\"\n\"a\\u001b[2Jb\\nc\" = 1\n");
+    assert!(!msg.contains('\u{1b}'), "raw escape in: {msg:?}");
+    assert!(msg.contains(r"key `bastion[0].a\u{1b}[2Jb\nc`"), "{msg}");
+    assert!(msg.contains(r"unknown field `a\u{1b}[2Jb\nc`"), "{msg}");
+    assert!(!msg.lines().any(|l| l.starts_with("c`")), "the key's newline broke the line: {msg}");
+}
