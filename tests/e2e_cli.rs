@@ -45,8 +45,9 @@ async fn up_status_and_down_drive_the_bastion() {
     let out = text(&up.stdout);
     assert!(out.contains(&addr) && out.contains(lab.instance_id()) && out.contains(" s"), "up printed {out:?}");
     assert!(text(&up.stderr).contains("starting"), "progress goes to stderr: {}", text(&up.stderr));
-    // The last progress line races the reply in the daemon; it must still be relayed.
-    assert!(text(&up.stderr).contains("ready at"), "the `ready` progress line is relayed: {}", text(&up.stderr));
+    // The result once, on stdout: the start's own `ready` line is not relayed as progress as well.
+    assert_eq!(out.matches("ready at").count(), 1, "up printed {out:?}");
+    assert!(!text(&up.stderr).contains("ready at"), "the result is repeated on stderr: {}", text(&up.stderr));
     assert_eq!(lab.instance_state().await.unwrap(), "running");
 
     let st = status(&lab).await;
@@ -74,6 +75,8 @@ async fn up_status_and_down_drive_the_bastion() {
 
     let down = run(&lab, &["down"]).await;
     assert!(down.status.success(), "down failed: {}", text(&down.stderr));
+    assert_eq!(text(&down.stdout).matches("stopping").count(), 1, "down printed {:?}", text(&down.stdout));
+    assert!(!text(&down.stderr).contains("stopping"), "the result is repeated on stderr: {}", text(&down.stderr));
     lab.wait_instance_state("stopped", Duration::from_secs(20)).await.unwrap();
     assert_eq!(status(&lab).await.stop_calls, 1);
 
@@ -106,6 +109,8 @@ async fn down_refuses_while_a_channel_is_open_unless_forced() {
     lab.wait_instance_state("stopped", Duration::from_secs(20)).await.unwrap();
     let out = tokio::time::timeout(DEADLINE, session.wait_with_output()).await.expect("the cut session ends").unwrap();
     assert!(!out.status.success(), "the forced-down session must not report success");
+    // The proxy has no result of its own: the start's `ready` line, which races the reply in the daemon, is relayed.
+    assert!(text(&out.stderr).contains("ready at"), "the `ready` progress line is relayed: {}", text(&out.stderr));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
