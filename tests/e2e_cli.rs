@@ -200,3 +200,25 @@ async fn daemon_notifies_systemd_when_ready_and_exits_cleanly_on_sigterm() {
     assert!(status.success(), "daemon exit status {status}");
     assert!(!lab.files().socket.exists(), "the socket file is removed on exit");
 }
+
+/// The tunnel's bytes that cannot be written to stdout (a full disk) fail the proxy loudly, as any command's output
+/// does: exit 74 (EX_IOERR) with a message naming stdout, not a quiet success.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proxy_whose_stdout_is_full_fails_loudly() {
+    let lab = lab().await;
+    let _daemon = lab.start_daemon().await.unwrap();
+    let target = lab.private_addr();
+    let full = std::fs::OpenOptions::new().write(true).open("/dev/full").unwrap();
+    // The target's sshd sends its banner first: the proxy has bytes to write before stdin's EOF ends the tunnel.
+    let child = lab
+        .bastionctl_command(["proxy", &target.ip().to_string(), &target.port().to_string()])
+        .stdin(Stdio::null())
+        .stdout(full)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = tokio::time::timeout(DEADLINE, child.wait_with_output()).await.expect("the proxy ends").unwrap();
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(74), "{err}");
+    assert!(err.contains("cannot write to stdout: No space left on device"), "{err}");
+}
