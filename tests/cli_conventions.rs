@@ -123,6 +123,8 @@ fn usage_mistakes_and_refused_targets_start_no_daemon() {
         (&["proxy", "bad_host!", "22"], 64, "bad_host!"),
         (&["proxy", "8.8.8.8", "22"], 77, "8.8.8.8 matches none of targets [10.0.16.0/20]"),
         (&["proxy", "10.0.16.5", "5432"], 77, "add 5432 to target_ports"),
+        // An IPv6 address and its port are told apart the usual way: `[::1]:22`, not `::1:22`.
+        (&["proxy", "::1", "22"], 77, "target [::1]:22 is not allowed"),
     ];
     for (args, want, says) in cases {
         let out = run(&h, args);

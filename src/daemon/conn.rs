@@ -20,6 +20,8 @@ use tokio_util::task::TaskTracker;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::{Fleet, Shared, forwards, route};
+use bastionctl_core::text::host_port;
+
 use crate::config::Config;
 use crate::control::{self, ErrorReply, MIN_VERSION, OkReply, Op, Reply, Request, VERSION};
 use crate::error::Error;
@@ -247,7 +249,7 @@ async fn connect(
         route::route(shared, host, port).await.inspect_err(|e| warn!("refused: {e}")).map_err(|e| e.to_reply())?;
     let lease = with_progress(io, bastion, Relay::All, bastion.acquire()).await.map_err(|e| e.to_reply())?;
     let channel = lease.open(&host.to_string(), port).await.map_err(Error::from)?;
-    let target = format!("{host}:{port}");
+    let target = host_port(&host, port);
     info!(bastion = %bastion.spec().name, %target, framed, "channel open");
     let ok = OkReply { framed, ..OkReply::default() };
     control::write_line(io, &Reply::Ok(ok)).await.map_err(|e| {

@@ -74,8 +74,10 @@ pub(super) fn validate(cfg: &Config) -> Result<(), (String, std::ops::Range<usiz
         }
         let (host, port) = parse_host_port(f.target.get_ref()).map_err(|m| (format!("forward[{i}].target"), f.target.span(), m))?;
         let target = TargetHost::parse(&host).map_err(|e| (format!("forward[{i}].target"), f.target.span(), e.to_string()))?;
-        policy::check_config(cfg, &target, port)
-            .map_err(|m| (format!("forward[{i}].target"), f.target.span(), format!("{host}:{port} is not allowed: {m}")))?;
+        policy::check_config(cfg, &target, port).map_err(|m| {
+            let msg = format!("{} is not allowed: {m}", crate::text::host_port(&host, port));
+            (format!("forward[{i}].target"), f.target.span(), msg)
+        })?;
     }
     Ok(())
 }
