@@ -123,6 +123,7 @@ async fn down_and_status_work_without_a_daemon() {
     assert_eq!(list[0].state.as_deref(), Some("running"));
     assert_eq!(list[0].pid, None, "no daemon, no pid");
     assert!(text(&st.stdout).contains("\"pid\": null"), "{}", text(&st.stdout));
+    assert!(text(&st.stdout).contains("\"lease_error\": null"), "one schema: {}", text(&st.stdout));
     let down = run(&lab, &["down"]).await;
     assert!(down.status.success(), "{}", text(&down.stderr));
     lab.wait_instance_state("stopped", Duration::from_secs(20)).await.unwrap();
