@@ -459,6 +459,34 @@ fn the_control_socket_must_be_an_absolute_path() {
 }
 
 #[test]
+fn the_files_of_the_daemon_and_known_hosts_are_absolute_or_under_home() {
+    for key in ["log_file", "pinned_host_keys"] {
+        for (path, want) in [("", "is empty"), ("state/x", "relative path")] {
+            let (line, k, msg) = invalid(&format!("[daemon]\n{key} = \"{path}\"\n{MINIMAL}"));
+            assert_eq!((line, k.as_str()), (2, format!("daemon.{key}").as_str()), "{path}");
+            assert!(msg.contains(want) && msg.contains("absolute"), "{key} = {path:?}: {msg}");
+        }
+        ok(&format!("[daemon]\n{key} = \"~/.local/state/bastionctl/x\"\n{MINIMAL}"));
+    }
+    let (_, key, msg) = invalid(&format!("{MINIMAL}known_hosts = \"known_hosts\"\n"));
+    assert_eq!(key, "bastion[0].known_hosts");
+    assert!(msg.contains("relative path"), "{msg}");
+    ok(&format!("{MINIMAL}known_hosts = \"~/.ssh/known_hosts\"\n"));
+    let (_, key, msg) = invalid(&format!("[aws]\nprofile = \" \"\n{MINIMAL}"));
+    assert_eq!(key, "aws.profile");
+    assert!(msg.contains("profile is empty"), "{msg}");
+}
+
+#[test]
+fn a_control_socket_longer_than_sun_path_is_rejected() {
+    let fits = format!("/{}", "s".repeat(106));
+    ok(&format!("[daemon]\nsocket = \"{fits}\"\n{MINIMAL}"));
+    let (_, key, msg) = invalid(&format!("[daemon]\nsocket = \"{fits}s\"\n{MINIMAL}"));
+    assert_eq!(key, "daemon.socket");
+    assert!(msg.contains("108 bytes long") && msg.contains("at most 107 bytes"), "{msg}");
+}
+
+#[test]
 fn empty_target_ports_user_and_identity_file_are_rejected() {
     let (line, key, msg) = invalid(&format!("{MINIMAL}target_ports = []\n"));
     assert_eq!((line, key.as_str()), (3, "bastion[0].target_ports"));

@@ -39,6 +39,15 @@ impl Config {
         if let Some(socket) = &self.daemon.socket {
             check_socket(socket).map_err(|why| invalid_at("daemon.socket".into(), why))?;
         }
+        let files = [
+            ("log_file", &self.daemon.log_file, "\"~/.local/state/bastionctl/daemon.log\""),
+            ("pinned_host_keys", &self.daemon.pinned_host_keys, "\"~/.local/state/bastionctl/known_hosts\""),
+        ];
+        for (key, path, example) in files {
+            if let Some(path) = path {
+                check_path(key, path, example).map_err(|why| invalid_at(format!("daemon.{key}"), why))?;
+            }
+        }
         let mut names = std::collections::HashMap::new();
         for (i, b) in self.bastions.iter().enumerate() {
             match (&b.instance_id, &b.name_tag) {
@@ -162,8 +171,16 @@ impl Config {
     }
 }
 
-/// `[aws]`: `(key, message)` for a region or endpoint the SDK would take as it is and fail on later.
+/// `[aws]`: `(key, message)` for a profile, region or endpoint the SDK would take as it is and fail on later.
 fn check_aws(aws: &AwsConfig) -> Result<(), (&'static str, String)> {
+    if let Some(profile) = &aws.profile {
+        if profile.trim().is_empty() {
+            let why = "profile is empty: write a profile name from ~/.aws/config, or remove the key to use \
+                       $AWS_PROFILE or the default profile";
+            return Err(("aws.profile", why.into()));
+        }
+        printable(profile, "write the profile's name as ~/.aws/config has it").map_err(|why| ("aws.profile", why))?;
+    }
     if let Some(region) = &aws.region {
         if region.trim().is_empty() {
             let why = "region is empty: write the bastion's region, e.g. \"eu-west-1\", or remove the key to use \
@@ -182,13 +199,32 @@ fn check_aws(aws: &AwsConfig) -> Result<(), (&'static str, String)> {
     Ok(())
 }
 
-/// The control socket must be absolute (or `~/...`): a relative path would name a different socket in each working
-/// directory, so `bastionctl proxy` run elsewhere would not find the daemon.
+/// The longest control socket path, in bytes: `sun_path` holds 108 bytes on Linux, the terminating NUL included.
+pub const MAX_SOCKET_PATH: usize = 107;
+
+/// The control socket must be absolute (or `~/...`), see [`check_path`], and fit in `sun_path`
+/// ([`MAX_SOCKET_PATH`]), or the daemon could not bind it.
 fn check_socket(path: &Path) -> Result<(), String> {
-    let instead = "write an absolute path such as \"/run/user/1000/bastionctl/control.sock\" or \
-                   \"~/.cache/bastionctl/control.sock\", or remove the key for the default";
+    check_path("socket", path, "\"/run/user/1000/bastionctl/control.sock\" or \"~/.cache/bastionctl/control.sock\"")?;
+    let len = super::expand_tilde(path).as_os_str().len();
+    if len > MAX_SOCKET_PATH {
+        return Err(format!(
+            "`{}` is {len} bytes long{}; a Unix socket path has at most {MAX_SOCKET_PATH} bytes (sun_path holds 108 \
+             with the terminating NUL): write a shorter path, or remove the key for the default",
+            path.display(),
+            if path.starts_with("~") { " with ~ expanded" } else { "" },
+        ));
+    }
+    Ok(())
+}
+
+/// A file the config names (`key`) must be absolute, or `~/...`: a relative path would name a different file in
+/// each working directory (the daemon's, systemd's, each shell's), so `bastionctl proxy` run elsewhere would not find
+/// the daemon's socket or the pins. `example` is an absolute path to suggest.
+fn check_path(key: &str, path: &Path, example: &str) -> Result<(), String> {
+    let instead = format!("write an absolute path such as {example}, or remove the key for the default");
     if path.as_os_str().is_empty() {
-        return Err(format!("socket is empty: {instead}"));
+        return Err(format!("{key} is empty: {instead}"));
     }
     let under_home = path.strip_prefix("~").is_ok_and(|rest| !rest.as_os_str().is_empty());
     if !path.is_absolute() && !under_home {
@@ -222,6 +258,9 @@ fn check_text(b: &BastionConfig) -> Result<(), (String, String)> {
     if let Some(j) = b.identity_files.iter().position(|p| p.as_os_str().is_empty()) {
         let why = "an empty path: write the private key's file, e.g. \"~/.ssh/id_ed25519\", or remove the entry";
         return Err((format!("identity_files[{j}]"), why.into()));
+    }
+    if let Some(path) = &b.known_hosts {
+        check_path("known_hosts", path, "\"~/.ssh/known_hosts\"").map_err(|why| ("known_hosts".into(), why))?;
     }
     Ok(())
 }
