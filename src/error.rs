@@ -4,6 +4,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use bastionctl_core::text::host_port;
+
 use crate::control::ErrorReply;
 use crate::ec2::{Ec2Error, NamedInstance};
 use crate::ssh::SshError;
@@ -48,7 +50,7 @@ pub enum Error {
         instance_id: String,
     },
     /// No configured bastion allows this target.
-    #[error("target {host}:{port} is not allowed by {config}: {detail}")]
+    #[error("target {} is not allowed by {config}: {detail}", host_port(host, *port))]
     NotAllowed {
         /// The requested host.
         host: String,

@@ -108,10 +108,7 @@ pub async fn run(cfg: &Config, bind: IpAddr, specs: Vec<ForwardSpec>, progress: 
 }
 
 fn target_text(host: &str, port: u16) -> String {
-    match host.contains(':') {
-        true => format!("[{host}]:{port}"),
-        false => format!("{host}:{port}"),
-    }
+    bastionctl_core::text::host_port(host, port)
 }
 
 /// Accepts on `listener` for ever; each connection gets its own task and its own tunnel.

@@ -12,12 +12,15 @@
 mod fdpass;
 
 use std::os::fd::AsFd;
+use std::pin::Pin;
+use std::task::{self, Poll};
 
 use anyhow::{Context, bail};
 use tokio::io::{AsyncBufRead, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
 use tokio::net::unix::pipe;
 
+use crate::cli::StdoutError;
 use crate::client::{self, DaemonError};
 use crate::config::Config;
 use crate::control::{self, FrameDecoder, MIN_VERSION, Op, Piece, Reply, Request};
@@ -175,7 +178,7 @@ async fn splice(down: Downstream, mut wr: tokio::net::unix::OwnedWriteHalf) -> a
         tokio::io::copy_buf(&mut stdin, &mut wr).await?;
         wr.shutdown().await
     });
-    let mut stdout = stdout();
+    let mut stdout = Stdout { out: stdout(), failed: None };
     let res = match down.framed {
         true => copy_frames(&down.buffered[..], down.rd, &mut stdout).await,
         false => {
@@ -183,8 +186,13 @@ async fn splice(down: Downstream, mut wr: tokio::net::unix::OwnedWriteHalf) -> a
             tokio::io::copy_buf(&mut rd, &mut stdout).await.map(drop).context("the tunnel broke while receiving")
         }
     };
-    let _ = stdout.flush().await;
+    let flushed = stdout.flush().await;
+    // A write to stdout that failed is the failure, whatever the copy made of it (the tunnel is fine).
+    if let Some(e) = stdout.failed.take() {
+        return Err(StdoutError(e).into());
+    }
     res?;
+    flushed.context("cannot flush stdout")?;
     if upload.is_finished()
         && let Ok(Err(e)) = upload.await
     {
@@ -224,6 +232,43 @@ fn stdout() -> Box<dyn AsyncWrite + Send + Unpin> {
             tracing::debug!("stdout is not a pipe ({e}); using blocking writes");
             Box::new(tokio::io::stdout())
         }
+    }
+}
+
+/// Our stdout for the tunnel's bytes, remembering the first write error (tokio's blocking stdout reports a write's
+/// error on a later write or the flush), so that a full disk is told as stdout's failure, not the tunnel's.
+struct Stdout {
+    out: Box<dyn AsyncWrite + Send + Unpin>,
+    failed: Option<std::io::Error>,
+}
+
+impl Stdout {
+    fn check<T>(&mut self, res: Poll<std::io::Result<T>>) -> Poll<std::io::Result<T>> {
+        match res {
+            Poll::Ready(Err(e)) => {
+                let kind = e.kind();
+                self.failed.get_or_insert(e);
+                Poll::Ready(Err(kind.into()))
+            }
+            other => other,
+        }
+    }
+}
+
+impl AsyncWrite for Stdout {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut task::Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        let res = Pin::new(&mut self.out).poll_write(cx, buf);
+        self.check(res)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut task::Context<'_>) -> Poll<std::io::Result<()>> {
+        let res = Pin::new(&mut self.out).poll_flush(cx);
+        self.check(res)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut task::Context<'_>) -> Poll<std::io::Result<()>> {
+        let res = Pin::new(&mut self.out).poll_shutdown(cx);
+        self.check(res)
     }
 }
 

@@ -123,6 +123,8 @@ fn usage_mistakes_and_refused_targets_start_no_daemon() {
         (&["proxy", "bad_host!", "22"], 64, "bad_host!"),
         (&["proxy", "8.8.8.8", "22"], 77, "8.8.8.8 matches none of targets [10.0.16.0/20]"),
         (&["proxy", "10.0.16.5", "5432"], 77, "add 5432 to target_ports"),
+        // An IPv6 address and its port are told apart the usual way: `[::1]:22`, not `::1:22`.
+        (&["proxy", "::1", "22"], 77, "target [::1]:22 is not allowed"),
     ];
     for (args, want, says) in cases {
         let out = run(&h, args);
@@ -300,14 +302,16 @@ fn an_empty_config_variable_counts_as_unset() {
     assert!(text(&out.stderr).contains("no-such-dir/bastionctl/config.toml"), "{}", text(&out.stderr));
 }
 
-/// A bastion name with a control character is escaped in the generated ssh_config, as everywhere it is quoted.
+/// A bastion name with a control character is a config error (names reach terminals, logs and ssh_config
+/// comments), and the refusal shows it escaped, never the raw ESC.
 #[test]
-fn ssh_config_escapes_control_characters_in_names() {
+fn a_control_character_in_a_name_is_refused_and_shown_escaped() {
     let h = home("\"10.0.16.0/24\"");
     let text_cfg = std::fs::read_to_string(&h.config).unwrap().replace("name = \"prod\"", "name = \"pr\\u001bod\"");
     std::fs::write(&h.config, text_cfg).unwrap();
     let out = run(&h, &["ssh-config"]);
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    assert!(!out.stdout.contains(&0x1b), "raw ESC in the output:\n{}", text(&out.stdout));
-    assert!(text(&out.stdout).contains("# bastion pr\\u{1b}od"), "{}", text(&out.stdout));
+    assert_eq!(out.status.code(), Some(78), "{}", text(&out.stderr));
+    assert!(out.stdout.is_empty(), "{}", text(&out.stdout));
+    assert!(!out.stderr.contains(&0x1b), "raw ESC on stderr:\n{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("pr\\u{1b}od"), "{}", text(&out.stderr));
 }

@@ -45,8 +45,9 @@ async fn up_status_and_down_drive_the_bastion() {
     let out = text(&up.stdout);
     assert!(out.contains(&addr) && out.contains(lab.instance_id()) && out.contains(" s"), "up printed {out:?}");
     assert!(text(&up.stderr).contains("starting"), "progress goes to stderr: {}", text(&up.stderr));
-    // The last progress line races the reply in the daemon; it must still be relayed.
-    assert!(text(&up.stderr).contains("ready at"), "the `ready` progress line is relayed: {}", text(&up.stderr));
+    // The result once, on stdout: the start's own `ready` line is not relayed as progress as well.
+    assert_eq!(out.matches("ready at").count(), 1, "up printed {out:?}");
+    assert!(!text(&up.stderr).contains("ready at"), "the result is repeated on stderr: {}", text(&up.stderr));
     assert_eq!(lab.instance_state().await.unwrap(), "running");
 
     let st = status(&lab).await;
@@ -74,6 +75,8 @@ async fn up_status_and_down_drive_the_bastion() {
 
     let down = run(&lab, &["down"]).await;
     assert!(down.status.success(), "down failed: {}", text(&down.stderr));
+    assert_eq!(text(&down.stdout).matches("stopping").count(), 1, "down printed {:?}", text(&down.stdout));
+    assert!(!text(&down.stderr).contains("stopping"), "the result is repeated on stderr: {}", text(&down.stderr));
     lab.wait_instance_state("stopped", Duration::from_secs(20)).await.unwrap();
     assert_eq!(status(&lab).await.stop_calls, 1);
 
@@ -106,6 +109,8 @@ async fn down_refuses_while_a_channel_is_open_unless_forced() {
     lab.wait_instance_state("stopped", Duration::from_secs(20)).await.unwrap();
     let out = tokio::time::timeout(DEADLINE, session.wait_with_output()).await.expect("the cut session ends").unwrap();
     assert!(!out.status.success(), "the forced-down session must not report success");
+    // The proxy has no result of its own: the start's `ready` line, which races the reply in the daemon, is relayed.
+    assert!(text(&out.stderr).contains("ready at"), "the `ready` progress line is relayed: {}", text(&out.stderr));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -118,6 +123,7 @@ async fn down_and_status_work_without_a_daemon() {
     assert_eq!(list[0].state.as_deref(), Some("running"));
     assert_eq!(list[0].pid, None, "no daemon, no pid");
     assert!(text(&st.stdout).contains("\"pid\": null"), "{}", text(&st.stdout));
+    assert!(text(&st.stdout).contains("\"lease_error\": null"), "one schema: {}", text(&st.stdout));
     let down = run(&lab, &["down"]).await;
     assert!(down.status.success(), "{}", text(&down.stderr));
     lab.wait_instance_state("stopped", Duration::from_secs(20)).await.unwrap();
@@ -194,4 +200,26 @@ async fn daemon_notifies_systemd_when_ready_and_exits_cleanly_on_sigterm() {
     let status = tokio::time::timeout(DEADLINE, daemon.wait()).await.expect("exits after SIGTERM").unwrap();
     assert!(status.success(), "daemon exit status {status}");
     assert!(!lab.files().socket.exists(), "the socket file is removed on exit");
+}
+
+/// The tunnel's bytes that cannot be written to stdout (a full disk) fail the proxy loudly, as any command's output
+/// does: exit 74 (EX_IOERR) with a message naming stdout, not a quiet success.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proxy_whose_stdout_is_full_fails_loudly() {
+    let lab = lab().await;
+    let _daemon = lab.start_daemon().await.unwrap();
+    let target = lab.private_addr();
+    let full = std::fs::OpenOptions::new().write(true).open("/dev/full").unwrap();
+    // The target's sshd sends its banner first: the proxy has bytes to write before stdin's EOF ends the tunnel.
+    let child = lab
+        .bastionctl_command(["proxy", &target.ip().to_string(), &target.port().to_string()])
+        .stdin(Stdio::null())
+        .stdout(full)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = tokio::time::timeout(DEADLINE, child.wait_with_output()).await.expect("the proxy ends").unwrap();
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(74), "{err}");
+    assert!(err.contains("cannot write to stdout: No space left on device"), "{err}");
 }

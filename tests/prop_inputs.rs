@@ -434,8 +434,16 @@ fn check_config(text: &str) -> Result<(), TestCaseError> {
             for b in &cfg.bastions {
                 let _ = (b.instance_ref(), b.identity_files(), b.known_hosts(), b.target_rules());
                 prop_assert!(cfg.bastion(Some(&b.name())).is_ok(), "bastion `{}` not found by its name", b.name());
+                // What the daemon prints or sends as it is: never empty, never a control character.
+                prop_assert!(!b.name().chars().any(bastionctl::escape::is_unsafe), "raw name {:?}", b.name());
+                prop_assert!(!b.user.trim().is_empty() && !b.target_ports.is_empty(), "empty user or target_ports");
+                prop_assert!(b.identity_files.iter().all(|p| !p.as_os_str().is_empty()), "an empty identity file");
+                prop_assert!(b.known_hosts().is_absolute(), "relative known_hosts {:?}", b.known_hosts());
             }
-            let _ = (cfg.socket_path(), cfg.log_file(), cfg.pinned_host_keys());
+            prop_assert!(cfg.socket_path().is_absolute(), "relative socket {:?}", cfg.socket_path());
+            prop_assert!(cfg.socket_path().as_os_str().len() <= 107, "socket too long for sun_path");
+            prop_assert!(cfg.log_file().is_absolute() && cfg.pinned_host_keys().is_absolute(), "a relative daemon file");
+            prop_assert!(cfg.aws.profile.as_ref().is_none_or(|p| !p.trim().is_empty()), "an empty profile");
         }
         Err(e) => {
             let shown = e.to_string();

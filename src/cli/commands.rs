@@ -302,7 +302,8 @@ fn table(list: &[BastionStatus]) -> String {
             let valid = if l.valid { "until" } else { "expired" };
             let _ = writeln!(out, "  lease {}{whose} {valid} {}", escape(&l.holder), escape(&l.expires));
         }
-        if let Some(e) = &s.lease_error {
+        // The state's error (shown in full below the table) is not said again as the leases' (no credentials).
+        if let Some(e) = s.lease_error.as_ref().filter(|e| s.error.as_ref().is_none_or(|s| s.message != e.message)) {
             let _ = writeln!(out, "  leases: {}", escape(e.message.lines().next().unwrap_or("")));
         }
     }
@@ -324,6 +325,21 @@ mod tests {
         assert_eq!(t.lines().count(), 3, "{t}");
         assert!(t.lines().nth(1).unwrap().contains(" unknown ") && !t.contains("hint"), "{t}");
         assert!(t.lines().nth(2).unwrap().contains(" running "), "{t}");
+    }
+
+    #[test]
+    fn an_error_of_both_the_state_and_the_leases_is_said_once() {
+        let error = |m: &str| ErrorReply { kind: "credentials".into(), message: m.into(), hint: None };
+        let same = BastionStatus {
+            name: "a".into(),
+            error: Some(error("no usable AWS credentials")),
+            lease_error: Some(error("no usable AWS credentials")),
+            ..Default::default()
+        };
+        let t = table(&[same.clone()]);
+        assert!(!t.contains("credentials"), "the state's error follows the table: {t}");
+        let other = BastionStatus { lease_error: Some(error("TagLimitExceeded")), ..same };
+        assert!(table(&[other]).contains("  leases: TagLimitExceeded"));
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! | 1 | anything else | `doctor` found a failing check, `status` could not learn a state |
 //! | 64 | usage (EX_USAGE) | unknown option, bad `forward` spec, no bastion of that name, a malformed target host or port 0 |
 //! | 69 | unavailable (EX_UNAVAILABLE) | bastion did not start in time, network, SSH connect, broken tunnel, no daemon, `down` refused (channels, leases) |
+//! | 74 | I/O error (EX_IOERR) | a command's output (the proxy's tunnel bytes too) cannot be written to stdout |
 //! | 77 | permission (EX_NOPERM) | IAM denies an EC2 action, no credentials, target not allowed (or its Name tag's IP), host key refused, bastion login refused |
 //! | 78 | configuration (EX_CONFIG) | the config file is missing or invalid, no region, the instance does not exist, a Name tag several instances carry, an identity file cannot be used |
 
@@ -60,8 +61,16 @@ pub fn for_error(e: &anyhow::Error) -> u8 {
         if let Some(err) = cause.downcast_ref::<crate::error::Error>() {
             return for_kind(err.kind());
         }
+        if let Some(err) = cause.downcast_ref::<super::StdoutError>() {
+            return for_stdout(err);
+        }
     }
     FAILURE
+}
+
+/// The status for output that could not be written: 0 when the reader went away, else [`IOERR`].
+pub(crate) fn for_stdout(e: &super::StdoutError) -> u8 {
+    if e.reader_gone() { 0 } else { IOERR }
 }
 
 /// The status for an error kind as the daemon reports it ([`crate::error::Error::kind`]).

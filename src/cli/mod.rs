@@ -151,6 +151,7 @@ pub fn main() -> ExitCode {
     };
     let code = match runtime.block_on(commands::run(args)) {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.downcast_ref::<StdoutError>().is_some_and(StdoutError::reader_gone) => ExitCode::SUCCESS,
         Err(e) => {
             // Errors may quote outside text (a daemon's or EC2's message): no control character reaches the terminal.
             eprintln!("bastionctl: error: {}", crate::escape::escape_keep_newlines(&format!("{e:#}")));
@@ -169,11 +170,24 @@ pub(crate) fn write_stdout(bytes: &[u8]) {
     use std::io::Write;
     let mut stdout = std::io::stdout().lock();
     if let Err(e) = stdout.write_all(bytes).and_then(|()| stdout.flush()) {
-        if e.kind() == std::io::ErrorKind::BrokenPipe {
-            std::process::exit(0);
+        let e = StdoutError(e);
+        if !e.reader_gone() {
+            eprintln!("bastionctl: error: {e}");
         }
-        eprintln!("bastionctl: error: cannot write to stdout: {e}");
-        std::process::exit(exit::IOERR.into());
+        std::process::exit(exit::for_stdout(&e).into());
+    }
+}
+
+/// A command's output could not be written to stdout (the proxy's tunnel bytes, or [`write_stdout`]'s text): exit 74
+/// (EX_IOERR) with this message, or a quiet success when the reader went away ([`StdoutError::reader_gone`]).
+#[derive(Debug, thiserror::Error)]
+#[error("cannot write to stdout: {0}")]
+pub(crate) struct StdoutError(pub std::io::Error);
+
+impl StdoutError {
+    /// The reader closed its end (`status | head -1`, ssh gone): not an error, as SIGPIPE's default action has it.
+    pub(crate) fn reader_gone(&self) -> bool {
+        self.0.kind() == std::io::ErrorKind::BrokenPipe
     }
 }
 

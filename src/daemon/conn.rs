@@ -24,6 +24,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, debug, info, info_span, warn};
 
+use bastionctl_core::text::host_port;
+
 use super::{Fleet, Shared, forwards, route};
 use crate::config::Config;
 use crate::control::{self, ErrorReply, MIN_VERSION, OkReply, Op, Reply, Request, VERSION};
@@ -31,6 +33,7 @@ use crate::error::Error;
 use crate::escape::escape;
 use crate::lifecycle::{Bastion, Lease};
 use crate::policy::{TargetError, TargetHost};
+use crate::progress::Message;
 use crate::tunnel::{Channel, ChannelRx, ChannelTx};
 
 /// How long open channels may drain after shutdown is requested before the daemon exits anyway.
@@ -196,27 +199,43 @@ fn find<'a>(shared: &'a Shared, name: Option<&str>) -> Result<&'a Bastion, Error
     Ok(shared.bastions.iter().find(|b| b.spec().name == name).expect("one actor per configured bastion"))
 }
 
-/// Runs `fut` while relaying the bastion's progress messages to the client. Messages sent before `fut` completed
-/// but not yet relayed (the future often wins the race against the last ones) are relayed after it, in order.
+/// Which progress messages a request relays: a request whose `ok` reply carries the result (`up`, `down`, `start`)
+/// leaves out the outcome lines ([`Message::outcome`]), which would only say it a second time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Relay {
+    /// Phases and outcomes (`connect`: the proxy has no result line of its own).
+    All,
+    /// Phases only.
+    Phases,
+}
+
+/// Runs `fut` while relaying the bastion's progress messages (as `relay` says) to the client. Messages sent before
+/// `fut` completed but not yet relayed (the future often wins the race against the last ones) are relayed after it,
+/// in order.
 async fn with_progress<T>(
     io: &mut BufReader<UnixStream>,
     bastion: &Bastion,
+    relay: Relay,
     fut: impl std::future::Future<Output = T>,
 ) -> T {
     let mut rx = bastion.progress().subscribe();
+    let wanted = |msg: &Message| relay == Relay::All || !msg.outcome;
     tokio::pin!(fut);
     let out = loop {
         tokio::select! {
             out = &mut fut => break out,
             Ok(msg) = rx.recv() => {
-                let _ = control::write_line(io, &Reply::Progress(msg)).await;
+                if wanted(&msg) {
+                    let _ = control::write_line(io, &Reply::Progress(msg.text)).await;
+                }
             }
         }
     };
     loop {
         match rx.try_recv() {
+            Ok(msg) if !wanted(&msg) => continue,
             Ok(msg) => {
-                let _ = control::write_line(io, &Reply::Progress(msg)).await;
+                let _ = control::write_line(io, &Reply::Progress(msg.text)).await;
             }
             Err(tokio::sync::broadcast::error::TryRecvError::Lagged(_)) => continue,
             Err(_) => break out,
@@ -233,9 +252,9 @@ async fn connect(
 ) -> Result<(), ErrorReply> {
     let route::Route { bastion, host } =
         route::route(shared, host, port).await.inspect_err(|e| warn!("refused: {e}")).map_err(|e| e.to_reply())?;
-    let lease = with_progress(io, bastion, bastion.acquire()).await.map_err(|e| e.to_reply())?;
+    let lease = with_progress(io, bastion, Relay::All, bastion.acquire()).await.map_err(|e| e.to_reply())?;
     let channel = lease.open(&host.to_string(), port).await.map_err(Error::from)?;
-    let target = format!("{host}:{port}");
+    let target = host_port(&host, port);
     info!(bastion = %bastion.spec().name, %target, framed, "channel open");
     let ok = OkReply { framed, ..OkReply::default() };
     control::write_line(io, &Reply::Ok(ok)).await.map_err(|e| {
@@ -251,7 +270,7 @@ async fn connect(
 async fn up(shared: &Shared, io: &mut BufReader<UnixStream>, name: Option<&str>) -> Result<(), ErrorReply> {
     let bastion = find(shared, name)?;
     let began = std::time::Instant::now();
-    let ready = with_progress(io, bastion, bastion.up()).await.map_err(|e| e.to_reply())?;
+    let ready = with_progress(io, bastion, Relay::Phases, bastion.up()).await.map_err(|e| e.to_reply())?;
     let msg = format!(
         "bastion {} ({}) ready at {} in {:.1} s",
         bastion.spec().name,
@@ -271,7 +290,7 @@ async fn up(shared: &Shared, io: &mut BufReader<UnixStream>, name: Option<&str>)
 
 async fn down(shared: &Shared, io: &mut BufReader<UnixStream>, name: Option<&str>, force: bool) -> Result<(), ErrorReply> {
     let bastion = find(shared, name)?;
-    let msg = with_progress(io, bastion, bastion.down(force)).await.map_err(|e| e.to_reply())?;
+    let msg = with_progress(io, bastion, Relay::Phases, bastion.down(force)).await.map_err(|e| e.to_reply())?;
     let _ = control::write_line(io, &Reply::Ok(OkReply { message: msg, ..OkReply::default() })).await;
     Ok(())
 }
@@ -279,7 +298,7 @@ async fn down(shared: &Shared, io: &mut BufReader<UnixStream>, name: Option<&str
 /// `start` (for `bastionctl trust`): the instance running and its address known, no session; the idle clock runs.
 async fn start(shared: &Shared, io: &mut BufReader<UnixStream>, name: Option<&str>) -> Result<(), ErrorReply> {
     let bastion = find(shared, name)?;
-    let reached = with_progress(io, bastion, bastion.start()).await.map_err(|e| e.to_reply())?;
+    let reached = with_progress(io, bastion, Relay::Phases, bastion.start()).await.map_err(|e| e.to_reply())?;
     let spec = bastion.spec();
     let msg = format!(
         "bastion {} ({}) is running at {}; this daemon stops it after {} with no channel",

@@ -11,6 +11,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, info, info_span, warn};
 
+use bastionctl_core::text::host_port;
+
 use super::Shared;
 use crate::config::{Config, ForwardConfig};
 
@@ -39,7 +41,8 @@ pub async fn bind(cfg: &Config) -> anyhow::Result<Vec<Bound>> {
 pub(super) async fn serve(shared: Arc<Shared>, bound: Bound, tracker: TaskTracker, shutdown: CancellationToken) {
     let Bound { forward, listener } = bound;
     let (host, port) = forward.target();
-    info!(forward = %forward.name, listen = %forward.listen_addr(), target = %format!("{host}:{port}"), "forward listening");
+    let target = host_port(&host, port);
+    info!(forward = %forward.name, listen = %forward.listen_addr(), %target, "forward listening");
     loop {
         let (tcp, peer) = tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -79,7 +82,7 @@ async fn one(shared: Arc<Shared>, tcp: TcpStream, host: String, port: u16) {
             return;
         }
     };
-    let target = format!("{host}:{port}");
+    let target = host_port(&host, port);
     info!(%target, "channel open");
     super::conn::splice(&tcp, bytes::Bytes::new(), channel, &lease, &target, false).await;
     drop(lease);

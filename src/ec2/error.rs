@@ -122,6 +122,12 @@ impl Ec2Error {
         }
     }
 
+    /// Whether the error is about the way to EC2 (credentials, region, network, timeouts) rather than the call:
+    /// every other EC2 call fails the same way, and reports it.
+    pub fn is_not_about_the_call(&self) -> bool {
+        matches!(self.kind(), "credentials" | "no_region" | "network" | "timeout")
+    }
+
     /// Whether trying again later may succeed (timeouts, network failures, throttling, 5xx-class errors).
     pub fn is_transient(&self) -> bool {
         match self {

@@ -467,7 +467,7 @@ impl Actor {
                     }
                     return Ok(StopOutcome::Blocked(holders, recheck_in));
                 }
-                starter.progress.say(format!("stopping {id}"));
+                starter.progress.conclude(format!("stopping {id}"));
                 starter.stop(&id).await?;
                 if release {
                     leases.release(&id).await;

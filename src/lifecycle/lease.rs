@@ -202,8 +202,9 @@ impl Leases {
     }
 
     /// Writes (or refreshes) this daemon's lease: expiry now + `lease_ttl`. Never fails the caller: a permission
-    /// error switches to single-user mode (said once in the log and on `progress`); anything else (the 50-tag limit,
-    /// a timeout) is logged and told on `progress`, and the next refresh tries again. Returns whether it was written.
+    /// error switches to single-user mode (said once in the log and on `progress`); anything else (the 50-tag limit)
+    /// is logged and told on `progress` (only logged when the start's own calls fail the same way and say it: missing
+    /// credentials, a timeout), and the next refresh tries again. Returns whether it was written.
     pub async fn write(&self, instance_id: &str, progress: Option<&Progress>) -> bool {
         let expires = self.spec.clock.now() + self.spec.ttl;
         let value = humantime::format_rfc3339_seconds(expires).to_string();
@@ -317,7 +318,9 @@ impl Leases {
         }
         let msg = format!("cannot write or delete the lease tag of bastion {}: {e}{hint}", self.bastion);
         warn!("{msg}");
-        if let Some(p) = progress {
+        // Missing credentials, no network: the start's own calls fail the same way, and that error is the one the
+        // waiting clients get; told here too, it would be said twice.
+        if let Some(p) = progress.filter(|_| !e.is_not_about_the_call()) {
             p.tell(msg);
         }
     }

@@ -57,7 +57,7 @@ impl Starter {
             let deadline = Instant::now() + self.spec.start_timeout;
             let running = self.wait_running(&id, deadline).await?;
             let addr = self.address(&running).await?;
-            self.progress.say(format!("bastion {} ({id}) is running at {addr}", self.spec.name));
+            self.progress.conclude(format!("bastion {} ({id}) is running at {addr}", self.spec.name));
             Ok(addr)
         })
         .await
@@ -110,7 +110,8 @@ impl Starter {
             },
             other => other.into(),
         })?;
-        self.progress.say(format!("bastion {} ready at {addr} in {:.1} s", self.spec.name, began.elapsed().as_secs_f64()));
+        let took = began.elapsed().as_secs_f64();
+        self.progress.conclude(format!("bastion {} ready at {addr} in {took:.1} s", self.spec.name));
         Ok(Ready { session, instance_id: id.into(), addr })
     }
 

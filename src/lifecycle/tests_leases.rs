@@ -123,7 +123,7 @@ async fn without_tag_permission_it_works_in_single_user_mode() {
     let lease = w.bastion.acquire().await.expect("served without a lease tag");
     let mut said = Vec::new();
     while let Ok(m) = progress.try_recv() {
-        said.push(m);
+        said.push(m.text);
     }
     assert!(said.iter().any(|m| m.contains("single-user mode") && m.contains("ec2:CreateTags")), "{said:?}");
     let st = w.bastion.status().await;
@@ -139,10 +139,24 @@ async fn the_fifty_tag_limit_is_said_and_the_demand_still_served() {
     *w.ec2.deny_tags.lock().unwrap() = Some("TagLimitExceeded");
     let mut progress = w.bastion.progress().subscribe();
     w.bastion.acquire().await.expect("served");
-    let said: Vec<String> = std::iter::from_fn(|| progress.try_recv().ok()).collect();
+    let said: Vec<String> = std::iter::from_fn(|| progress.try_recv().ok()).map(|m| m.text).collect();
     assert!(said.iter().any(|m| m.contains("TagLimitExceeded") && m.contains("50 tags")), "{said:?}");
     let st = w.bastion.status().await;
     assert_eq!(st.lease_error.map(|e| e.kind), Some("tag_limit".to_string()));
+}
+
+/// Missing credentials fail the lease tag and then the start's own DescribeInstances: the waiting client is told
+/// once, by the start's error, not also by a lease warning with the same text.
+#[tokio::test(start_paused = true)]
+async fn an_error_that_is_not_about_the_tags_is_not_told_as_a_lease_warning() {
+    let w = stopped_world();
+    *w.ec2.deny_tags.lock().unwrap() = Some("ExpiredToken");
+    let mut progress = w.bastion.progress().subscribe();
+    w.bastion.acquire().await.expect("served");
+    let said: Vec<String> = std::iter::from_fn(|| progress.try_recv().ok()).map(|m| m.text).collect();
+    assert!(!said.iter().any(|m| m.contains("ExpiredToken")), "{said:?}");
+    let st = w.bastion.status().await;
+    assert_eq!(st.lease_error.map(|e| e.kind), Some("credentials".to_string()), "status still says it");
 }
 
 #[tokio::test(start_paused = true)]

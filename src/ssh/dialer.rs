@@ -290,7 +290,7 @@ mod tests {
             Ok(_) => panic!("dialed a closed port"),
         };
         assert_eq!(err.kind(), "timeout", "{err}");
-        assert_eq!(rx.try_recv().ok(), Some(format!("waiting for sshd at {addr}")));
+        assert_eq!(rx.try_recv().ok().map(|m| m.text), Some(format!("waiting for sshd at {addr}")));
     }
 
     // ---- waiting for the banner ----

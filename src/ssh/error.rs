@@ -6,6 +6,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use bastionctl_core::text::host_port;
+
 use crate::hostkeys::HostKeyError;
 
 /// Errors from the SSH side: waiting for sshd, the handshake, host key checking, authentication and channels.
@@ -68,7 +70,7 @@ pub enum SshError {
     #[error("no SSH identity to log in to the bastion with")]
     NoIdentities,
     /// The bastion refused the direct-tcpip channel.
-    #[error("the bastion refused the channel to {host}:{port}: {reason}")]
+    #[error("the bastion refused the channel to {}: {reason}", host_port(host, *port))]
     ChannelRefused {
         /// Target host, as given to the bastion.
         host: String,

@@ -44,6 +44,16 @@ pub fn redact_userinfo(url: &str) -> String {
     }
 }
 
+/// `host:port` as messages show a target, with an IPv6 address in brackets (`[::1]:22`, as `SocketAddr` shows it
+/// and `ssh -L` reads it), never `::1:22`.
+pub fn host_port(host: impl std::fmt::Display, port: u16) -> String {
+    let host = host.to_string();
+    match host.contains(':') {
+        true => format!("[{host}]:{port}"),
+        false => format!("{host}:{port}"),
+    }
+}
+
 /// `s` quoted for a POSIX shell when it needs it (`'…'`, with `'` written as `'\''`), as is otherwise.
 pub fn shell_quote(s: &str) -> String {
     if !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_./~:@%+=,".contains(c)) {
@@ -106,6 +116,14 @@ mod tests {
         let e =
             E("dispatch failure", Some(Box::new(E("io", Some(Box::new(E("io", Some(Box::new(E("refused", None))))))))));
         assert_eq!(error_chain(&e), ["dispatch failure", "io", "refused"]);
+    }
+
+    #[test]
+    fn an_ipv6_host_is_bracketed_before_its_port() {
+        assert_eq!(host_port("::1", 22), "[::1]:22");
+        assert_eq!(host_port(std::net::IpAddr::from([0xfd00, 0, 0, 0, 0, 0, 0, 1]), 5432), "[fd00::1]:5432");
+        assert_eq!(host_port("10.0.16.5", 22), "10.0.16.5:22");
+        assert_eq!(host_port("db.internal", 5432), "db.internal:5432");
     }
 
     #[test]

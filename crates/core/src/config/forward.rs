@@ -62,6 +62,8 @@ pub(super) fn validate(cfg: &Config) -> Result<(), (String, std::ops::Range<usiz
         if f.name.trim().is_empty() {
             return Err((format!("forward[{i}].name"), f.listen.span(), "name is empty: write a short name such as \"db\"".into()));
         }
+        super::validate::printable(&f.name, "write a short name such as \"db\"")
+            .map_err(|msg| (format!("forward[{i}].name"), f.listen.span(), msg))?;
         if let Some(first) = names.insert(f.name.as_str(), i) {
             let msg = format!("forward[{i}] has the same name `{}` as forward[{first}]: give each its own", f.name);
             return Err((format!("forward[{i}].name"), f.listen.span(), msg));
@@ -72,8 +74,10 @@ pub(super) fn validate(cfg: &Config) -> Result<(), (String, std::ops::Range<usiz
         }
         let (host, port) = parse_host_port(f.target.get_ref()).map_err(|m| (format!("forward[{i}].target"), f.target.span(), m))?;
         let target = TargetHost::parse(&host).map_err(|e| (format!("forward[{i}].target"), f.target.span(), e.to_string()))?;
-        policy::check_config(cfg, &target, port)
-            .map_err(|m| (format!("forward[{i}].target"), f.target.span(), format!("{host}:{port} is not allowed: {m}")))?;
+        policy::check_config(cfg, &target, port).map_err(|m| {
+            let msg = format!("{} is not allowed: {m}", crate::text::host_port(&host, port));
+            (format!("forward[{i}].target"), f.target.span(), msg)
+        })?;
     }
     Ok(())
 }

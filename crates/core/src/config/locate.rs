@@ -5,6 +5,8 @@ use std::ops::Range;
 use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
+use crate::escape::{escape, escape_keep_newlines};
+
 pub(super) fn line_of(text: &str, offset: usize) -> usize {
     text[..offset.min(text.len())].bytes().filter(|&b| b == b'\n').count() + 1
 }
@@ -12,12 +14,20 @@ pub(super) fn line_of(text: &str, offset: usize) -> usize {
 /// A TOML parser/deserializer error with the dotted key path it concerns added to its first line
 /// (`TOML parse error at line 3, column 16, key `bastion[0].idle_timeout``), so that a wrong value, not only an
 /// unknown key, names its key.
+///
+/// Control characters are escaped: the parser's own message whole (it may quote a key written with escapes, such
+/// as `"a\u001b\n" = 1`, newline and all), the snippet of the line keeping its line breaks.
 pub(super) fn parse_message(text: &str, e: &toml::de::Error) -> String {
     let mut msg = e.to_string();
+    if let Some(at) = msg.rfind(e.message()) {
+        msg.replace_range(at..at + e.message().len(), &escape(e.message()));
+    }
+    msg = escape_keep_newlines(&msg).into_owned();
     if e.message().ends_with("expected a duration") {
         msg = format!("{} (write a string such as \"90s\", \"15m\" or \"1h 30m\")", msg.trim_end());
     }
     let Some(key) = e.span().and_then(|s| key_at(text, s.start)) else { return msg };
+    let key = escape(&key);
     match msg.split_once('\n') {
         Some((first, rest)) if first.starts_with("TOML parse error at line") => format!("{first}, key `{key}`\n{rest}"),
         _ => format!("{}\nin key `{key}`", msg.trim_end()),

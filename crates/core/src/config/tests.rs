@@ -435,3 +435,126 @@ fn a_quoted_value_with_control_characters_is_shown_escaped_on_one_line() {
     assert!(!shown.contains('\n') && !shown.contains('\u{1b}'), "raw control characters in: {shown:?}");
     assert!(shown.contains(r"web\nx"), "the value is not shown escaped: {shown}");
 }
+
+#[test]
+fn empty_or_malformed_region_is_rejected() {
+    let (line, key, msg) = invalid(&format!("[aws]\nregion = \"\"\n{MINIMAL}"));
+    assert_eq!((line, key.as_str()), (2, "aws.region"));
+    assert!(msg.contains("region is empty") && msg.contains("eu-west-1"), "{msg}");
+    let (_, key, msg) = invalid(&format!("[aws]\nregion = \"eu west 1\\u0000\"\n{MINIMAL}"));
+    assert_eq!(key, "aws.region");
+    assert!(msg.contains("is not an AWS region"), "{msg}");
+}
+
+#[test]
+fn the_control_socket_must_be_an_absolute_path() {
+    for (socket, want) in [("", "socket is empty"), ("control.sock", "relative path"), ("~user/s", "relative path")] {
+        let (line, key, msg) = invalid(&format!("[daemon]\nsocket = \"{socket}\"\n{MINIMAL}"));
+        assert_eq!((line, key.as_str()), (2, "daemon.socket"), "{socket}");
+        assert!(msg.contains(want) && msg.contains("absolute"), "{socket}: {msg}");
+    }
+    for socket in ["/run/b/control.sock", "~/b/control.sock"] {
+        ok(&format!("[daemon]\nsocket = \"{socket}\"\n{MINIMAL}"));
+    }
+}
+
+#[test]
+fn the_files_of_the_daemon_and_known_hosts_are_absolute_or_under_home() {
+    for key in ["log_file", "pinned_host_keys"] {
+        for (path, want) in [("", "is empty"), ("state/x", "relative path")] {
+            let (line, k, msg) = invalid(&format!("[daemon]\n{key} = \"{path}\"\n{MINIMAL}"));
+            assert_eq!((line, k.as_str()), (2, format!("daemon.{key}").as_str()), "{path}");
+            assert!(msg.contains(want) && msg.contains("absolute"), "{key} = {path:?}: {msg}");
+        }
+        ok(&format!("[daemon]\n{key} = \"~/.local/state/bastionctl/x\"\n{MINIMAL}"));
+    }
+    let (_, key, msg) = invalid(&format!("{MINIMAL}known_hosts = \"known_hosts\"\n"));
+    assert_eq!(key, "bastion[0].known_hosts");
+    assert!(msg.contains("relative path"), "{msg}");
+    ok(&format!("{MINIMAL}known_hosts = \"~/.ssh/known_hosts\"\n"));
+    let (_, key, msg) = invalid(&format!("[aws]\nprofile = \" \"\n{MINIMAL}"));
+    assert_eq!(key, "aws.profile");
+    assert!(msg.contains("profile is empty"), "{msg}");
+}
+
+#[test]
+fn a_control_socket_longer_than_sun_path_is_rejected() {
+    let fits = format!("/{}", "s".repeat(106));
+    ok(&format!("[daemon]\nsocket = \"{fits}\"\n{MINIMAL}"));
+    let (_, key, msg) = invalid(&format!("[daemon]\nsocket = \"{fits}s\"\n{MINIMAL}"));
+    assert_eq!(key, "daemon.socket");
+    assert!(msg.contains("108 bytes long") && msg.contains("at most 107 bytes"), "{msg}");
+}
+
+#[test]
+fn empty_target_ports_user_and_identity_file_are_rejected() {
+    let (line, key, msg) = invalid(&format!("{MINIMAL}target_ports = []\n"));
+    assert_eq!((line, key.as_str()), (3, "bastion[0].target_ports"));
+    assert!(msg.contains("allows no port") && msg.contains("[22]"), "{msg}");
+    let (line, key, msg) = invalid(&format!("{MINIMAL}user = \"\"\n"));
+    assert_eq!((line, key.as_str()), (3, "bastion[0].user"));
+    assert!(msg.contains("user is empty") && msg.contains("ec2-user"), "{msg}");
+    let (_, key, msg) = invalid(&format!("{MINIMAL}user = \"ec2-user\\n\"\n"));
+    assert_eq!(key, "bastion[0].user");
+    assert!(msg.contains("control or invisible character"), "{msg}");
+    let (line, key, msg) = invalid(&format!("{MINIMAL}identity_files = [\"~/.ssh/id_rsa\",\n  \"\"]\n"));
+    assert_eq!((line, key.as_str()), (4, "bastion[0].identity_files[1]"));
+    assert!(msg.contains("an empty path"), "{msg}");
+}
+
+#[test]
+fn a_cidr_with_host_bits_set_names_its_network() {
+    let (line, key, msg) = invalid(&format!("{MINIMAL}targets = [\"10.0.16.5/20\"]\n"));
+    assert_eq!((line, key.as_str()), (3, "bastion[0].targets[0]"));
+    assert!(msg.contains("`10.0.16.5/20` has host bits set") && msg.contains("write `10.0.16.0/20`"), "{msg}");
+    assert!(msg.contains("`10.0.16.5`"), "offers the single host too: {msg}");
+    let (_, _, msg) = invalid(&format!("{MINIMAL}targets = [\"fd00:ec2::1/64\"]\n"));
+    assert!(msg.contains("write `fd00:ec2::/64`"), "{msg}");
+    // An open block with host bits is refused as open, not sent to write `0.0.0.0/0`.
+    let (_, _, msg) = invalid(&format!("{MINIMAL}targets = [\"10.0.0.0/0\"]\n"));
+    assert!(msg.contains("public internet"), "{msg}");
+    ok(&format!("{MINIMAL}targets = [\"10.0.16.0/20\", \"10.0.16.5\", \"10.0.16.5/32\", \"fd00::1\"]\n"));
+}
+
+#[test]
+fn names_with_control_or_invisible_characters_are_rejected() {
+    for (field, value) in [
+        ("name", r"prod\u001b[2J"),
+        ("name", r"a\nb"),
+        ("name", r"a\u202eb"),
+        ("name_tag", r"web\tbox"),
+        ("name_tag", r"web\u0000"),
+    ] {
+        let text = format!("[[bastion]]\n{field} = \"{value}\"\ninstance_id = \"i-0123456789abcdef0\"\n");
+        let text = if field == "name_tag" { text.replace("instance_id = \"i-0123456789abcdef0\"\n", "") } else { text };
+        let (line, key, msg) = invalid(&text);
+        assert_eq!((line, key.as_str()), (2, format!("bastion[0].{field}").as_str()), "{value}");
+        assert!(msg.contains("control or invisible character"), "{value}: {msg}");
+    }
+    let (_, key, msg) = invalid("[[bastion]]\nname_tag = \"\"\n");
+    assert_eq!(key, "bastion[0].name_tag");
+    assert!(msg.contains("name_tag is empty"), "{msg}");
+    let forward = "[[forward]]\nname = \"db\\u001b\"\nlisten = \"127.0.0.1:1\"\ntarget = \"10.0.16.9:22\"\n";
+    let (_, key, msg) = invalid(&format!("{MINIMAL}targets = [\"10.0.16.0/20\"]\n{forward}"));
+    assert_eq!(key, "forward[0].name");
+    assert!(msg.contains("control or invisible character"), "{msg}");
+    ok("[[bastion]]\nname = \"prod-eu_1 café\"\nname_tag = \"Prod Bastion (eu)\"\n");
+}
+
+#[test]
+fn endpoint_url_with_a_control_character_is_rejected() {
+    for url in [r"http://127.0.0.1:5000/\u0000", r"http://127.0.0.1:5000\n", r"http://127.0.0.1:\t5000"] {
+        let (line, key, msg) = invalid(&format!("[aws]\nendpoint_url = \"{url}\"\n{MINIMAL}"));
+        assert_eq!((line, key.as_str()), (2, "aws.endpoint_url"), "{url}");
+        assert!(msg.contains("contains a control or invisible character"), "{url}: {msg}");
+    }
+}
+
+#[test]
+fn an_unknown_key_with_control_characters_is_shown_escaped() {
+    let msg = parse_error("[[bastion]]\ninstance_id = \"i-0123456789abcdef0\"\n\"a\\u001b[2Jb\\nc\" = 1\n");
+    assert!(!msg.contains('\u{1b}'), "raw escape in: {msg:?}");
+    assert!(msg.contains(r"key `bastion[0].a\u{1b}[2Jb\nc`"), "{msg}");
+    assert!(msg.contains(r"unknown field `a\u{1b}[2Jb\nc`"), "{msg}");
+    assert!(!msg.lines().any(|l| l.starts_with("c`")), "the key's newline broke the line: {msg}");
+}

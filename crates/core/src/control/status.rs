@@ -14,8 +14,9 @@ pub struct BastionStatus {
     /// EC2 instance state from DescribeInstances (`pending`, `running`, `stopping`, `stopped`, ...); `null` when it
     /// is unknown, and then `error` says why.
     pub state: Option<String>,
-    /// Why `state` is unknown (the DescribeInstances failure, or the Name tag not resolved yet).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Why `state` is unknown (the DescribeInstances failure, or the Name tag not resolved yet); `null` when known.
+    /// Written even when `null`, like every key, for a stable schema; read as absent from older daemons.
+    #[serde(default)]
     pub error: Option<ErrorReply>,
     /// Address the daemon connects to (`ip:port`), if known.
     pub address: Option<String>,
@@ -40,8 +41,8 @@ pub struct BastionStatus {
     #[serde(default)]
     pub leases: Vec<LeaseStatus>,
     /// Why the leases could not be read or written, when they could not (e.g. a missing ec2:CreateTags: the daemon
-    /// then runs in single-user mode).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// then runs in single-user mode); `null` when there is none (written, like `error`).
+    #[serde(default)]
     pub lease_error: Option<ErrorReply>,
 }
 
@@ -72,3 +73,23 @@ impl BastionStatus {
     }
 }
 
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every key is in every record (`null` when there is nothing to say), so a script reads one schema; a record
+    /// from an older daemon, without the optional keys, still reads.
+    #[test]
+    fn the_json_schema_is_stable_and_old_records_still_read() {
+        let v = serde_json::to_value(BastionStatus { name: "prod".into(), ..Default::default() }).unwrap();
+        for key in ["state", "error", "address", "idle_stop_in_secs", "pid", "holder", "leases", "lease_error"] {
+            assert!(v.get(key).is_some(), "no `{key}` in {v}");
+        }
+        assert!(v["error"].is_null() && v["lease_error"].is_null(), "{v}");
+        let old = r#"{"name":"prod","instance_id":null,"state":"running","address":null,"session":false,"channels":0,
+            "idle_stop_in_secs":null,"start_calls":0,"stop_calls":0}"#;
+        let st: BastionStatus = serde_json::from_str(old).unwrap();
+        assert_eq!((st.error, st.lease_error, st.leases.len()), (None, None, 0));
+    }
+}
