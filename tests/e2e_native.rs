@@ -199,3 +199,32 @@ async fn on_a_terminal_up_shows_a_spinner_with_phase_and_elapsed_time() {
     assert!(drawn.contains("s]"), "no elapsed time on the spinner line:\n{drawn:?}");
     assert!(drawn.contains(&format!("ready at {}", lab.bastion_addr())), "the result line: {drawn:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn daemon_forward_resets_its_client_when_the_bastion_session_dies() {
+    let service = echo_service(std::net::Ipv4Addr::new(127, 0, 3, 1)).await;
+    let port = free_port(std::net::Ipv4Addr::LOCALHOST).unwrap();
+    let table = format!(
+        "\n[[forward]]\nname = \"db\"\nlisten = \"127.0.0.1:{port}\"\ntarget = \"{}:{}\"\n",
+        service.ip(),
+        service.port()
+    );
+    let lab = lab(opts(Duration::from_secs(600), service, table)).await;
+    let _daemon = lab.start_daemon().await.unwrap_or_else(|e| panic!("{e:#}"));
+    let mut s = tokio::time::timeout(DEADLINE, TcpStream::connect(("127.0.0.1", port))).await.unwrap().unwrap();
+    // One echo through the channel: it is open and spliced.
+    s.write_all(b"ping\n").await.unwrap();
+    let mut line = [0u8; 5];
+    tokio::time::timeout(DEADLINE, s.read_exact(&mut line)).await.expect("echo in time").unwrap();
+    assert_eq!(&line, b"ping\n");
+
+    // The bastion's sshd dies with the session: the local client must see a failure, not a clean end of stream
+    // that a database client would take for a finished reply.
+    lab.kill_bastion_sshd();
+    let mut rest = Vec::new();
+    let end = tokio::time::timeout(DEADLINE, s.read_to_end(&mut rest)).await.expect("the end in time");
+    match end {
+        Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset, "{e}{}", lab.diagnostics()),
+        Ok(n) => panic!("a clean EOF after {n} bytes: the broken tunnel looked like a finished stream{}", lab.diagnostics()),
+    }
+}

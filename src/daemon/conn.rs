@@ -429,8 +429,10 @@ async fn copy_both<S: ClientSocket>(
         match (&end, framed) {
             (Ok(()), true) => write_all(sock, &mut [IoSlice::new(&[control::FRAME_END])]).await.map_err(Gone)?,
             (Err(e), true) => write_all(sock, &mut [IoSlice::new(&control::error_frame(e))]).await.map_err(Gone)?,
-            // Raw: EOF after a clean end; after a break the caller makes the client see it.
-            (_, false) => {}
+            (Ok(()), false) => {}
+            // Raw, after a break: no EOF first, which a client would take for a finished stream; the caller makes
+            // the client see the break ([`ClientSocket::broke`]).
+            (Err(_), false) => return Ok((total, end)),
         }
         let _ = nix::sys::socket::shutdown(sock.as_raw_fd(), nix::sys::socket::Shutdown::Write);
         Ok::<_, Gone>((total, end))
