@@ -56,6 +56,13 @@ async fn round_trip(addr: SocketAddr, lab: &Lab) {
     assert!(back == payload, "bytes changed through {addr}");
 }
 
+/// A `[[forward]]` table from a free local port to `service`: the port and the TOML.
+fn forward_table(service: SocketAddr) -> (u16, String) {
+    let port = free_port(std::net::Ipv4Addr::LOCALHOST).unwrap();
+    let table = format!("\n[[forward]]\nname = \"db\"\nlisten = \"127.0.0.1:{port}\"\ntarget = \"{service}\"\n");
+    (port, table)
+}
+
 async fn wait_stopped(lab: &Lab) {
     let within = lab.options().idle_timeout + STOP_SLACK;
     lab.wait_instance_state("stopped", within).await.unwrap_or_else(|e| panic!("{e:#}{}", lab.diagnostics()));
@@ -105,12 +112,7 @@ async fn forward_command_carries_a_tcp_service_and_the_idle_rule_holds() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn daemon_forward_listens_before_the_bastion_runs() {
     let service = echo_service(std::net::Ipv4Addr::new(127, 0, 3, 1)).await;
-    let port = free_port(std::net::Ipv4Addr::LOCALHOST).unwrap();
-    let table = format!(
-        "\n[[forward]]\nname = \"db\"\nlisten = \"127.0.0.1:{port}\"\ntarget = \"{}:{}\"\n",
-        service.ip(),
-        service.port()
-    );
+    let (port, table) = forward_table(service);
     let lab = lab(opts(Duration::from_secs(3), service, table)).await;
     let _daemon = lab.start_daemon().await.unwrap_or_else(|e| panic!("{e:#}"));
     let local: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
@@ -203,12 +205,7 @@ async fn on_a_terminal_up_shows_a_spinner_with_phase_and_elapsed_time() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn daemon_forward_resets_its_client_when_the_bastion_session_dies() {
     let service = echo_service(std::net::Ipv4Addr::new(127, 0, 3, 1)).await;
-    let port = free_port(std::net::Ipv4Addr::LOCALHOST).unwrap();
-    let table = format!(
-        "\n[[forward]]\nname = \"db\"\nlisten = \"127.0.0.1:{port}\"\ntarget = \"{}:{}\"\n",
-        service.ip(),
-        service.port()
-    );
+    let (port, table) = forward_table(service);
     let lab = lab(opts(Duration::from_secs(600), service, table)).await;
     let _daemon = lab.start_daemon().await.unwrap_or_else(|e| panic!("{e:#}"));
     let mut s = tokio::time::timeout(DEADLINE, TcpStream::connect(("127.0.0.1", port))).await.unwrap().unwrap();
