@@ -149,6 +149,7 @@ impl Actor {
         if let Some(h) = self.starting.take() {
             h.abort();
         }
+        self.drain().await;
         if let (true, Some(id)) = (self.holding, &self.instance_id) {
             let release = self.starter.leases.release(id);
             if tokio::time::timeout(RELEASE_ON_SHUTDOWN_TIMEOUT, release).await.is_err() {
@@ -160,6 +161,29 @@ impl Actor {
 
     fn name(&self) -> &str {
         &self.starter.spec.name
+    }
+
+    /// After shutdown, open channels may still drain (the daemon gives them [`crate::daemon::DRAIN_GRACE`]): the
+    /// lease stays up, and fresh, until the last one closes, so that another daemon sharing the bastion does not
+    /// stop it under them.
+    async fn drain(&mut self) {
+        let open = *self.channels_rx.borrow();
+        if open == 0 {
+            return;
+        }
+        info!(bastion = %self.name(), open, "shutting down: the lease stays until the open channels close");
+        let until = Instant::now() + crate::daemon::DRAIN_GRACE;
+        let mut channels = self.channels_rx.clone();
+        loop {
+            tokio::select! {
+                _ = channels.wait_for(|n| *n == 0) => return,
+                _ = sleep_until_opt(self.refresh_at) => self.refresh_lease(),
+                _ = tokio::time::sleep_until(until) => {
+                    warn!(bastion = %self.name(), "channels open past the drain grace period; releasing the lease");
+                    return;
+                }
+            }
+        }
     }
 
     /// When the idle stop is due, if the clock is running at all. A bastion this daemon did not start runs no

@@ -211,6 +211,8 @@ struct World {
     ec2: Arc<FakeEc2>,
     dialer: Arc<FakeDialer>,
     bastion: Bastion,
+    /// The daemon's shutdown token, cancelled when the world is dropped.
+    shutdown: CancellationToken,
     _shutdown: tokio_util::sync::DropGuard,
 }
 
@@ -242,7 +244,7 @@ fn world_with(
     tweak(&mut spec);
     let token = CancellationToken::new();
     let bastion = Bastion::spawn(spec, ec2.clone(), dialer.clone(), token.clone());
-    World { clock, ec2, dialer, bastion, _shutdown: token.drop_guard() }
+    World { clock, ec2, dialer, bastion, shutdown: token.clone(), _shutdown: token.drop_guard() }
 }
 
 fn stopped_world() -> World {

@@ -175,3 +175,18 @@ async fn a_far_future_lease_blocks_the_idle_stop_for_at_most_ttl_plus_skew() {
     assert!(waited >= least && waited <= cap + Duration::from_secs(5), "stopped after {waited:?}, cap {cap:?}");
     assert_eq!(w.tag(OTHER_KEY), None, "the unbelievable lease was deleted like an expired one");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_shutdown_keeps_the_lease_until_the_open_channels_close() {
+    let w = stopped_world();
+    let lease = w.bastion.acquire().await.unwrap();
+    assert!(w.tag(MY_KEY).is_some(), "lease written");
+    // The daemon shuts down while a channel drains: another daemon must still see this one's lease.
+    w.shutdown.cancel();
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    assert!(w.tag(MY_KEY).is_some(), "lease released under an open channel");
+    drop(lease);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(w.tag(MY_KEY), None, "lease kept after the last channel closed");
+    assert_eq!(w.stops(), 0, "a shutdown does not stop the bastion");
+}
