@@ -91,16 +91,18 @@ pub async fn connect_or_spawn(cfg: &Config) -> anyhow::Result<UnixStream> {
 }
 
 /// A daemon that is draining after SIGTERM no longer accepts but keeps its single-daemon lock until it exits, so a
-/// daemon started now would fail. Waits (up to [`SPAWN_TIMEOUT`]) for the lock to be released; `Some` when a daemon
-/// accepts meanwhile.
+/// daemon started now would fail. Waits for the lock to be released, up to the drain grace period plus
+/// [`SPAWN_TIMEOUT`] (a restart during a long transfer must not fail every new ssh); `Some` when a daemon accepts
+/// meanwhile.
 async fn wait_for_draining_daemon(path: &Path) -> anyhow::Result<Option<UnixStream>> {
-    let deadline = Instant::now() + SPAWN_TIMEOUT;
+    let limit = crate::daemon::DRAIN_GRACE + SPAWN_TIMEOUT;
+    let deadline = Instant::now() + limit;
     while daemon_lock_held(path) {
         if let Some(s) = try_connect(path).await? {
             return Ok(Some(s));
         }
         if Instant::now() > deadline {
-            bail!("{} and did not exit within {SPAWN_TIMEOUT:?}; retry in a moment", shutting_down(path));
+            bail!("{} and did not exit within {limit:?}; retry in a moment", shutting_down(path));
         }
         tokio::time::sleep(SPAWN_POLL * 4).await;
     }
